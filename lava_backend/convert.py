@@ -1,0 +1,310 @@
+"""NetworkSpec -> Lava process graph.
+
+Graph (O(layers) processes, never one per neuron)::
+
+    SequenceSource -> [Sparse(W_in) -> ALIF | LIF | LSTM <- Sparse(W_rec) <- (self)] x L
+                   -> Sparse(W_out) -> Readout -> StepSink      (+ one StepSink per layer)
+
+Connectivity is passed as scipy CSR with explicit entries, so zero-valued synapses are part
+of the graph (see ``SparseWeights.to_scipy_csr``).
+
+Delays
+------
+Every ``Sparse`` hop adds one time step (it sends the activation computed on the previous
+step). With 1-based Lava time steps, the source sends lane step g at Lava step g + 1, so
+layer l (0-based) processes lane step g at Lava step ``g + l + 2`` ("depth" l + 2; in
+0-based Lava steps: PyTorch step t <-> step t + l + 1), and the readout at ``g + L + 2``.
+The recurrent Sparse delivers z[g-1] exactly at that step, which is the spec's W_rec z[t-1].
+A run needs ``G + L + 1`` Lava steps for G lane steps; sinks record with the producer's
+depth as offset, so all outputs come back aligned to PyTorch steps.
+
+Many sequences: lanes and resets
+--------------------------------
+``lanes`` copies of the network run side by side in the same processes (block-diagonal
+weights, lane-major neuron order), and every lane runs its sequences back to back without
+gaps. Each neuron process knows the per-lane sequence starts (``reset_flags [G, lanes]``)
+and its depth; at a start it resets u, v, b (h, c) and discards the recurrent port input
+(which carries the previous sequence's last spikes). Sequences are assigned to lanes
+longest-first to the least-loaded lane.
+
+Lava's own ``LIF`` (``neuron_impl="lava_lif"``) has no per-lane reset and one input port; it
+is used for LIF layers only when each lane holds a single sequence and the layer's bias and
+initial voltage are 0 (then warm-up steps leave it untouched).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from spiking_deepr.export import NetworkSpec
+
+from lava_backend.params import (ConversionError, LavaForm, SimulationResult, check_input,
+                                 lava_form)
+
+
+# --------------------------------------------------------------------------- scheduling
+@dataclass
+class Schedule:
+    """Placement of N sequences into ``lanes`` back-to-back streams of G lane steps."""
+
+    lanes: int
+    G: int
+    lane: np.ndarray          # [N] lane of each sequence
+    start: np.ndarray         # [N] first lane step
+    lengths: np.ndarray       # [N]
+    reset_flags: np.ndarray   # [G, lanes] bool
+
+
+def make_schedule(lengths, lanes: int) -> Schedule:
+    lengths = np.asarray(lengths, dtype=np.int64)
+    N = lengths.size
+    lanes = int(max(1, min(lanes, N)))
+    load = np.zeros(lanes, dtype=np.int64)
+    lane = np.zeros(N, dtype=np.int64)
+    start = np.zeros(N, dtype=np.int64)
+    for k in np.argsort(-lengths, kind="stable"):
+        j = int(np.argmin(load))
+        lane[k], start[k] = j, load[j]
+        load[j] += lengths[k]
+    G = int(load.max())
+    flags = np.zeros((G, lanes), dtype=bool)
+    flags[start, lane] = True
+    return Schedule(lanes=lanes, G=G, lane=lane, start=start, lengths=lengths,
+                    reset_flags=flags)
+
+
+def pack(x: np.ndarray, sched: Schedule) -> np.ndarray:
+    """[N, T, F] -> lane-major [G, lanes * F]."""
+    N, T, F = x.shape
+    out = np.zeros((sched.G, sched.lanes, F), dtype=x.dtype)
+    for k in range(N):
+        L = sched.lengths[k]
+        out[sched.start[k]:sched.start[k] + L, sched.lane[k]] = x[k, :L]
+    return out.reshape(sched.G, sched.lanes * F)
+
+
+def unpack(buf: np.ndarray, sched: Schedule, T: int, dtype=None) -> np.ndarray:
+    """Lane-major [G, lanes * n] -> [N, T, n] (zeros past each length)."""
+    G = buf.shape[0]
+    n = buf.shape[1] // sched.lanes
+    b = buf.reshape(G, sched.lanes, n)
+    N = sched.lengths.size
+    out = np.zeros((N, T, n), dtype=dtype or buf.dtype)
+    for k in range(N):
+        L = sched.lengths[k]
+        out[k, :L] = b[sched.start[k]:sched.start[k] + L, sched.lane[k]]
+    return out
+
+
+def block_diag_csr(m, lanes: int, dtype=None):
+    """``lanes`` copies of CSR ``m`` on the diagonal, explicit zeros kept."""
+    from scipy.sparse import csr_matrix
+
+    m = m.tocsr()
+    m.sort_indices()
+    n_out, n_in = m.shape
+    data = np.tile(m.data, lanes)
+    indices = np.concatenate([m.indices + k * n_in for k in range(lanes)])
+    indptr = np.concatenate([m.indptr[:-1] + k * m.nnz for k in range(lanes)]
+                            + [[lanes * m.nnz]])
+    out = csr_matrix((data.astype(dtype or m.dtype), indices, indptr),
+                     shape=(lanes * n_out, lanes * n_in))
+    out.has_sorted_indices = True
+    return out
+
+
+# --------------------------------------------------------------------------- graph
+@dataclass
+class LavaGraph:
+    """A built Lava process graph plus what is needed to run it and read results back."""
+
+    precision: str
+    schedule: Schedule
+    num_steps: int
+    T: int
+    processes: dict
+    sink_paths: dict            # "layer{l}" / "readout" -> .npy path
+    layer_kinds: List[str]
+    quant: object = None
+    workdir: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def root(self):
+        return self.processes["source"]
+
+    def run_cfg(self):
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        return Loihi2SimCfg(select_tag="fixed_pt" if self.precision == "fixed" else "floating_pt")
+
+    def collect(self) -> SimulationResult:
+        """Read the sink files once and unpack them to PyTorch-aligned [N, T, ...] arrays."""
+        layers = []
+        for l, kind in enumerate(self.layer_kinds):
+            p = self.sink_paths.get(f"layer{l}")
+            if p is None:
+                layers.append(None)
+                continue
+            buf = np.load(p)
+            layers.append(unpack(buf, self.schedule, self.T,
+                                 dtype=np.float64 if kind == "lstm" else np.uint8))
+        buf = np.load(self.sink_paths["readout"])
+        if self.precision == "fixed":
+            yi = unpack(buf.astype(np.int64), self.schedule, self.T)
+            y = self.quant.dequantize_readout(yi)
+        else:
+            yi, y = None, unpack(buf, self.schedule, self.T, dtype=np.float64)
+        return SimulationResult(layers=layers, readout=y, readout_int=yi,
+                                lengths=self.schedule.lengths, lava_steps=self.num_steps,
+                                lanes=self.schedule.lanes)
+
+
+def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=None,
+            lanes: Optional[int] = None, record_layers: bool = True,
+            workdir: Optional[str] = None, neuron_impl: str = "alif",
+            fault_step: Optional[int] = None) -> LavaGraph:
+    """Build the Lava graph that runs ``spec`` on the sequences x [N, T, F].
+
+    precision: "float" (floating_pt models) or "fixed" (bit-accurate fixed_pt models;
+    ``quant`` is a QuantizedNetwork, default ``quantize_network(spec, calib_x=x)``).
+    lanes: sequences simulated side by side (default min(N, 32)).
+    neuron_impl: "alif" (this package's ALIF process for LIF and ALIF layers, supports
+    back-to-back sequences) or "lava_lif" (Lava's own LIF for LIF layers, see module doc).
+    """
+    from lava.proc.lif.process import LIF
+    from lava.proc.sparse.process import Sparse
+    from lava.utils.weightutils import SignMode
+
+    from lava_backend.processes.alif import ALIF
+    from lava_backend.processes.io import SequenceSource, StepSink
+    from lava_backend.processes.lstm import LSTM
+    from lava_backend.processes.readout import Readout
+
+    if precision not in ("float", "fixed"):
+        raise ValueError(f"precision must be 'float' or 'fixed', got {precision!r}")
+    if neuron_impl not in ("alif", "lava_lif"):
+        raise ValueError(f"neuron_impl must be 'alif' or 'lava_lif', got {neuron_impl!r}")
+    x, lengths = check_input(spec.n_input, x, lengths)
+    N, T, F = x.shape
+    form: LavaForm = lava_form(spec)
+    fixed = precision == "fixed"
+    if fixed and quant is None:
+        from lava_backend.quantize import quantize_network
+
+        quant = quantize_network(spec, calib_x=x, calib_lengths=lengths)
+    sched = make_schedule(lengths, lanes if lanes else min(N, 32))
+    B = sched.lanes
+    L = len(form.layers)
+    num_steps = sched.G + L + 1
+    workdir = workdir or tempfile.mkdtemp(prefix="lava_backend_")
+    os.makedirs(workdir, exist_ok=True)
+
+    if fixed:
+        xin = pack(quant.quantize_input(x), sched).astype(np.int32)
+    else:
+        xin = pack(x, sched)
+    procs = {"source": SequenceSource(data=xin, fault_step=fault_step, name="source")}
+    prev_out = procs["source"].s_out
+    sink_paths = {}
+    kinds = []
+
+    def sparse(w_float, qm, graded, name):
+        if fixed:
+            return Sparse(weights=block_diag_csr(qm.lava_csr(), B, np.int32),
+                          num_message_bits=24 if graded else 0, weight_exp=qm.weight_exp,
+                          num_weight_bits=8, sign_mode=SignMode.MIXED, name=name)
+        return Sparse(weights=block_diag_csr(w_float, B, np.float64),
+                      num_message_bits=24 if graded else 0, name=name)
+
+    one_seq_per_lane = bool(np.all(sched.start == 0))
+    for l, lf in enumerate(form.layers):
+        depth = l + 2
+        ql = quant.layers[l] if fixed else None
+        kinds.append(lf.kind)
+        s_in = sparse(lf.w_in, ql.w_in if fixed else None, lf.graded_input, f"{lf.name}.w_in")
+        prev_out.connect(s_in.s_in)
+        if lf.kind == "lstm":
+            if fixed:
+                raise ConversionError(f"layer {lf.name!r}: LSTM has no fixed_pt model")
+            neu = LSTM(hidden=lf.n, lanes=B, bias=lf.lstm_bias, reset_flags=sched.reset_flags,
+                       depth=depth, name=lf.name)
+            rec_port = neu.a_rec
+        elif neuron_impl == "lava_lif" and lf.kind == "lif":
+            if not one_seq_per_lane:
+                raise ConversionError("neuron_impl='lava_lif' needs one sequence per lane "
+                                      "(lanes >= N): Lava's LIF cannot reset between sequences")
+            if fixed:
+                if ql.bias_mant != 0 or ql.v_init != 0 or ql.du < 0:
+                    raise ConversionError("neuron_impl='lava_lif' needs v_leak == v_reset "
+                                          "and a current decay du >= 0")
+                neu = LIF(shape=(B * lf.n,), du=ql.du, dv=ql.dv, vth=ql.vth, bias_mant=0,
+                          bias_exp=0, name=lf.name)
+            else:
+                if lf.bias != 0 or lf.v_init != 0:
+                    raise ConversionError("neuron_impl='lava_lif' needs v_leak == v_reset")
+                neu = LIF(shape=(B * lf.n,), du=lf.du, dv=lf.dv, vth=lf.vth, bias_mant=0.0,
+                          name=lf.name)
+            rec_port = neu.a_in
+        else:
+            shape = (B * lf.n,)
+            if fixed:
+                neu = ALIF(shape=shape, du=ql.du, dv=ql.dv, vth=ql.vth,
+                           bias_mant=ql.bias_mant, bias_exp=ql.bias_exp, v_init=ql.v_init,
+                           beta=np.tile(ql.beta, B), dth=ql.dth,
+                           reset_flags=sched.reset_flags, depth=depth, name=lf.name)
+            else:
+                neu = ALIF(shape=shape, du=lf.du, dv=lf.dv, vth=lf.vth, bias_mant=lf.bias,
+                           v_init=lf.v_init, beta=np.tile(lf.beta, B), rho=lf.rho,
+                           reset_flags=sched.reset_flags, depth=depth, name=lf.name)
+            rec_port = neu.a_rec
+        s_in.a_out.connect(neu.a_in)
+        procs[f"{lf.name}.w_in"] = s_in
+        procs[lf.name] = neu
+        if lf.w_rec is not None:
+            s_rec = sparse(lf.w_rec, ql.w_rec if fixed else None, lf.kind == "lstm",
+                           f"{lf.name}.w_rec")
+            neu.s_out.connect(s_rec.s_in)
+            s_rec.a_out.connect(rec_port)
+            procs[f"{lf.name}.w_rec"] = s_rec
+        if record_layers:
+            path = os.path.join(workdir, f"layer{l}.npy")
+            sink = StepSink(shape=(B * lf.n,), num_steps=sched.G, offset=depth, path=path,
+                            dump_step=num_steps,
+                            dtype="float64" if lf.kind == "lstm" else "uint8",
+                            name=f"{lf.name}.sink")
+            neu.s_out.connect(sink.a_in)
+            procs[f"{lf.name}.sink"] = sink
+            sink_paths[f"layer{l}"] = path
+        prev_out = neu.s_out
+
+    R = form.readout
+    qr = quant.readout if fixed else None
+    s_out = sparse(R.w, qr.w if fixed else None, R.graded_input, "readout.w")
+    prev_out.connect(s_out.s_in)
+    depth = L + 2
+    C = R.n_out
+    if fixed:
+        ro = Readout(shape=(B * C,), kind=R.kind, du=qr.du, dv=qr.dv, bias_mant=qr.bias_mant,
+                     bias_exp=qr.bias_exp, v_init=qr.v_init, out_bias=np.tile(qr.out_bias, B),
+                     reset_flags=sched.reset_flags, depth=depth, name="readout")
+    else:
+        ro = Readout(shape=(B * C,), kind=R.kind, du=R.du, dv=R.dv, bias_mant=R.bias_v,
+                     v_init=R.v_init, out_bias=np.tile(R.out_bias, B),
+                     reset_flags=sched.reset_flags, depth=depth, name="readout")
+    s_out.a_out.connect(ro.a_in)
+    path = os.path.join(workdir, "readout.npy")
+    sink = StepSink(shape=(B * C,), num_steps=sched.G, offset=depth, path=path,
+                    dump_step=num_steps, dtype="int64" if fixed else "float64",
+                    name="readout.sink")
+    ro.y_out.connect(sink.a_in)
+    procs.update({"readout.w": s_out, "readout": ro, "readout.sink": sink})
+    sink_paths["readout"] = path
+    return LavaGraph(precision=precision, schedule=sched, num_steps=num_steps, T=T,
+                     processes=procs, sink_paths=sink_paths, layer_kinds=kinds, quant=quant,
+                     workdir=workdir,
+                     info={"n_processes": len(procs), "lanes": B, "G": sched.G})

@@ -1,0 +1,180 @@
+"""Adaptive LIF (LSNN) process: Lava's LIF dynamics plus an adaptive threshold.
+
+Per step (Lava's LIF form, the converter maps Norse/``ALIFLayerSpec`` onto it)::
+
+    u = u * (1 - du) + a_in + a_rec
+    v = v * (1 - dv) + u + bias
+    b = rho * b + (1 - rho) * z_prev
+    z = v > vth + beta * b ;  v[z] = 0 ;  z_prev = z
+
+With ``beta = 0`` the floating_pt model is Lava's ``PyLifModelFloat`` operation for
+operation. The ``fixed_pt`` model is Lava's ``PyLifModelBitAcc`` (same integer arithmetic)
+plus an integer threshold increment ``b`` (in v units)::
+
+    b   = sgn(b) * ((|b| * (4096 - dth)) >> 12) + beta * z_prev      (beta: int per-spike jump)
+    z   = v > (vth << 6) + b
+
+Recurrent input arrives on its own port ``a_rec`` so that it can be discarded at a
+sequence start (the recurrent synapse still carries z of the previous sequence's last step).
+At a sequence start (see :mod:`.common`) u = 0, v = v_init, b = 0, z_prev = 0, a_rec = 0.
+"""
+import typing as ty
+
+import numpy as np
+
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from lava_backend.processes.common import (clip_v, effective_bias, lava_decay, reset_mask,
+                                           wrap_u)
+
+
+class ALIF(AbstractProcess):
+    """Adaptive leaky integrate-and-fire population (LSNN).
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(lanes * n,)``.
+    du, dv : float or int
+        Current / voltage decay (float: fraction; fixed: 12-bit, Lava's du/dv convention,
+        du may be -1 for "no decay").
+    vth : float or int
+        Threshold (fixed: 17-bit mantissa, effective ``vth << 6``).
+    bias_mant, bias_exp : array_like
+        Bias (fixed: effective ``bias_mant << bias_exp``; float: bias_mant, exp ignored).
+    v_init : array_like
+        Voltage after a sequence reset (and at start).
+    beta : array_like
+        Per neuron: float model, the ``beta_k``; fixed model, the integer per-spike
+        threshold jump ``round(S * beta_k * (1 - rho))``.
+    rho : float
+        Adaptation decay (float model).
+    dth : int
+        12-bit adaptation decay (fixed model), factor ``(4096 - dth) / 4096``.
+    reset_flags : np.ndarray, optional
+        ``[G, lanes]`` bool, sequence starts per lane step (see :mod:`.common`).
+    depth : int
+        Pipeline depth: lane step ``g`` is processed at Lava step ``g + depth``.
+    name : str, optional
+    """
+
+    def __init__(self, *, shape: ty.Tuple[int], du=0.0, dv=0.0, vth=1.0, bias_mant=0.0,
+                 bias_exp=0, v_init=0.0, beta=0.0, rho=0.0, dth=0,
+                 reset_flags: ty.Optional[np.ndarray] = None, depth: int = 0,
+                 name: ty.Optional[str] = None) -> None:
+        super().__init__(shape=shape, reset_flags=reset_flags, depth=depth, name=name)
+        self.a_in = InPort(shape=shape)
+        self.a_rec = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        v_init = np.broadcast_to(np.asarray(v_init), shape).copy()
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=v_init)
+        self.v_init = Var(shape=shape, init=v_init)
+        self.b = Var(shape=shape, init=0)
+        self.z_prev = Var(shape=shape, init=0)
+        self.du = Var(shape=(1,), init=du)
+        self.dv = Var(shape=(1,), init=dv)
+        self.vth = Var(shape=(1,), init=vth)
+        self.bias_mant = Var(shape=shape, init=bias_mant)
+        self.bias_exp = Var(shape=shape, init=bias_exp)
+        self.beta = Var(shape=shape, init=beta)
+        self.rho = Var(shape=(1,), init=rho)
+        self.dth = Var(shape=(1,), init=dth)
+
+
+@implements(proc=ALIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyALIFModelFloat(PyLoihiProcessModel):
+    """Floating-point ALIF; with beta = 0 identical to Lava's PyLifModelFloat."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_rec: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    u: np.ndarray = LavaPyType(np.ndarray, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    v_init: np.ndarray = LavaPyType(np.ndarray, float)
+    b: np.ndarray = LavaPyType(np.ndarray, float)
+    z_prev: np.ndarray = LavaPyType(np.ndarray, float)
+    du: np.ndarray = LavaPyType(np.ndarray, float)
+    dv: np.ndarray = LavaPyType(np.ndarray, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
+    beta: np.ndarray = LavaPyType(np.ndarray, float)
+    rho: np.ndarray = LavaPyType(np.ndarray, float)
+    dth: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        a = self.a_in.recv()
+        r = self.a_rec.recv()
+        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
+        if m is not None:
+            self.u[m] = 0.0
+            self.v[m] = self.v_init[m]
+            self.b[m] = 0.0
+            self.z_prev[m] = 0.0
+            r = np.where(m, 0.0, r)
+        du, dv, rho = self.du[0], self.dv[0], self.rho[0]
+        self.u[:] = self.u * (1 - du)
+        self.u[:] += a + r
+        self.v[:] = self.v * (1 - dv) + self.u + self.bias_mant
+        self.b[:] = rho * self.b + (1 - rho) * self.z_prev
+        s = self.v > self.vth[0] + self.beta * self.b
+        self.v[s] = 0
+        self.z_prev[:] = s
+        self.s_out.send(s)
+
+
+@implements(proc=ALIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyALIFModelBitAcc(PyLoihiProcessModel):
+    """Bit-accurate integer ALIF; with beta = 0 identical to Lava's PyLifModelBitAcc."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_rec: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    b: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    z_prev: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=1)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=17)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=13)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=3)
+    beta: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    rho: np.ndarray = LavaPyType(np.ndarray, float)
+    dth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+
+    def run_spk(self):
+        a = self.a_in.recv().astype(np.int64)
+        r = self.a_rec.recv().astype(np.int64)
+        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
+        if m is not None:
+            self.u[m] = 0
+            self.v[m] = self.v_init[m]
+            self.b[m] = 0
+            self.z_prev[m] = 0
+            r = np.where(m, 0, r)
+        u = lava_decay(self.u, self.du[0] + 1) + np.left_shift(a + r, 6)
+        self.u[:] = wrap_u(u)
+        v = lava_decay(self.v, self.dv[0]) + self.u + effective_bias(self.bias_mant,
+                                                                      self.bias_exp)
+        self.v[:] = clip_v(v)
+        self.b[:] = np.minimum(lava_decay(self.b, self.dth[0]) + self.beta * self.z_prev,
+                               2 ** 23 - 1)
+        s = self.v > np.left_shift(self.vth[0], 6) + self.b
+        self.v[s] = 0
+        self.z_prev[:] = s
+        self.s_out.send(s)

@@ -1,0 +1,51 @@
+"""Helpers shared by the custom ProcessModels (numpy only).
+
+Lanes and resets
+----------------
+A process population of ``lanes * n`` neurons holds ``lanes`` independent copies of one
+layer (block-diagonal synapses), flattened lane-major (index ``lane * n + j``). Each lane runs
+its sequences back to back. ``reset_flags[g, lane]`` is True when a new sequence starts at
+lane step ``g`` in that lane. A process of pipeline ``depth`` d handles lane step
+``g = time_step - d`` at Lava time step ``time_step`` (1-based).
+"""
+import numpy as np
+
+
+def reset_mask(proc_params, time_step, n_total):
+    """Boolean [n_total] mask of neurons whose lane starts a sequence at this step, or None."""
+    flags = proc_params.get("reset_flags", None)
+    if flags is None:
+        return None
+    g = time_step - int(proc_params.get("depth", 0))
+    if g < 0 or g >= flags.shape[0]:
+        return None
+    row = flags[g]
+    if not row.any():
+        return None
+    return np.repeat(row, n_total // row.shape[0])
+
+
+def lava_decay(x, decay_const):
+    """Loihi/Lava decay: sign(x) * ((|x| * (4096 - decay_const)) >> 12), int64."""
+    x = np.asarray(x, dtype=np.int64)
+    d = x * (4096 - int(decay_const))
+    return np.sign(d) * np.right_shift(np.abs(d), 12)
+
+
+def wrap_u(u):
+    """Lava's 24-bit wrap of the current u (exactly as PyLifModelBitAcc does it)."""
+    m = 2 ** 23
+    w = np.where(u > m, u - 2 * m, u)
+    return np.where(w <= -m, u + 2 * m, w)
+
+
+def clip_v(v):
+    m = 2 ** 23
+    return np.clip(v, -m + 1, m - 1)
+
+
+def effective_bias(bias_mant, bias_exp):
+    bm = np.asarray(bias_mant, dtype=np.int64)
+    be = np.asarray(bias_exp, dtype=np.int64)
+    return np.where(be >= 0, np.left_shift(bm, np.maximum(be, 0)),
+                    np.right_shift(bm, np.maximum(-be, 0)))

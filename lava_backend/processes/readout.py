@@ -1,0 +1,132 @@
+"""Readout process: frame-wise linear readout or Norse leaky integrator ("li").
+
+floating_pt, Lava LIF form without threshold (the converter maps ``ReadoutSpec``)::
+
+    li:      u = u * (1 - du) + a_in ;  v = v * (1 - dv) + u + bias_v ;  y = v + out_bias
+    linear:  y = a_in + out_bias
+
+fixed_pt (integers): li uses Lava's bit-accurate LIF arithmetic (u decay with du + 1,
+``a_in << 6``, 24-bit wrap of u, 24-bit clip of v, ``bias_mant << bias_exp``) without
+threshold; linear is ``y = a_in + out_bias``. y is sent (graded) to a sink.
+At a sequence start u = 0 and v = v_init.
+"""
+import typing as ty
+
+import numpy as np
+
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from lava_backend.processes.common import (clip_v, effective_bias, lava_decay, reset_mask,
+                                           wrap_u)
+
+
+class Readout(AbstractProcess):
+    """Readout population (``lanes * C`` units).
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(lanes * C,)``.
+    kind : str
+        "li" or "linear".
+    du, dv : float or int
+        Decays of the li readout (fixed: 12-bit Lava convention).
+    bias_mant, bias_exp : array_like
+        Voltage bias of the li readout (v_leak term).
+    v_init : array_like
+        v after a sequence reset.
+    out_bias : array_like
+        Added to the output (the ReadoutSpec bias).
+    reset_flags : np.ndarray, optional
+    depth : int
+    name : str, optional
+    """
+
+    def __init__(self, *, shape: ty.Tuple[int], kind: str = "li", du=0.0, dv=0.0,
+                 bias_mant=0.0, bias_exp=0, v_init=0.0, out_bias=0.0,
+                 reset_flags: ty.Optional[np.ndarray] = None, depth: int = 0,
+                 name: ty.Optional[str] = None) -> None:
+        if kind not in ("li", "linear"):
+            raise ValueError(f"Readout: kind must be 'li' or 'linear', got {kind!r}")
+        super().__init__(shape=shape, kind=kind, reset_flags=reset_flags, depth=depth,
+                         name=name)
+        v_init = np.broadcast_to(np.asarray(v_init), shape).copy()
+        self.a_in = InPort(shape=shape)
+        self.y_out = OutPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=v_init)
+        self.v_init = Var(shape=shape, init=v_init)
+        self.du = Var(shape=(1,), init=du)
+        self.dv = Var(shape=(1,), init=dv)
+        self.bias_mant = Var(shape=shape, init=bias_mant)
+        self.bias_exp = Var(shape=shape, init=bias_exp)
+        self.out_bias = Var(shape=shape, init=out_bias)
+
+
+@implements(proc=Readout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyReadoutModelFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    y_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    u: np.ndarray = LavaPyType(np.ndarray, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    v_init: np.ndarray = LavaPyType(np.ndarray, float)
+    du: np.ndarray = LavaPyType(np.ndarray, float)
+    dv: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
+    out_bias: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        a = self.a_in.recv()
+        if self.proc_params["kind"] == "linear":
+            self.y_out.send(a + self.out_bias)
+            return
+        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
+        if m is not None:
+            self.u[m] = 0.0
+            self.v[m] = self.v_init[m]
+        self.u[:] = self.u * (1 - self.du[0])
+        self.u[:] += a
+        self.v[:] = self.v * (1 - self.dv[0]) + self.u + self.bias_mant
+        self.y_out.send(self.v + self.out_bias)
+
+
+@implements(proc=Readout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PyReadoutModelBitAcc(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    y_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=32)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    v_init: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=13)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=3)
+    out_bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=32)
+
+    def run_spk(self):
+        a = self.a_in.recv().astype(np.int64)
+        if self.proc_params["kind"] == "linear":
+            self.y_out.send(a + self.out_bias)
+            return
+        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
+        if m is not None:
+            self.u[m] = 0
+            self.v[m] = self.v_init[m]
+        self.u[:] = wrap_u(lava_decay(self.u, self.du[0] + 1) + np.left_shift(a, 6))
+        v = lava_decay(self.v, self.dv[0]) + self.u + effective_bias(self.bias_mant,
+                                                                      self.bias_exp)
+        self.v[:] = clip_v(v)
+        self.y_out.send(self.v + self.out_bias)
