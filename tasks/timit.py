@@ -121,11 +121,12 @@ def scan_corpus(root: str | Path, allow_partial: bool = False,
     root = Path(root)
     if not root.is_dir():
         raise TimitLayoutError(f"TIMIT corpus directory {root} does not exist")
-    corpus: dict[str, dict[str, list[Utterance]]] = {}
-    for part in ("TRAIN", "TEST"):
-        part_dir = _subdir(root, part)
+    part_dirs = {part: _subdir(root, part) for part in ("TRAIN", "TEST")}
+    for part, part_dir in part_dirs.items():
         if part_dir is None:
             raise TimitLayoutError(f"no {part} directory (any case) under {root}")
+    corpus: dict[str, dict[str, list[Utterance]]] = {}
+    for part, part_dir in part_dirs.items():
         speakers: dict[str, list[Utterance]] = {}
         regions = {n: p for n, p in _children(part_dir).items() if re.fullmatch(r"DR\d", n) and p.is_dir()}
         if require_dialects:

@@ -1,0 +1,144 @@
+"""Bring-your-own data: a directory of ``train.npz``, ``test.npz`` and optionally ``valid.npz``.
+
+Each file holds:
+
+* ``x``: float [N, T, F] inputs (zero padding beyond each sequence's length is ignored);
+* ``lengths`` (optional): int [N], valid frames per sequence, ``1 <= lengths <= T`` (default: all T);
+* ``y``: either int [N, T] frame labels (``-1`` = ignore this frame) or int [N] one label per sequence.
+  With per-sequence labels the task is a sequence task: every valid frame is trained on the sequence's label
+  and ``SequenceDataset.sequence_labels`` holds the labels so the trainer can also score per sequence;
+* ``n_classes`` (optional): int scalar; otherwise ``1 + max label`` of ``train.npz``;
+* ``class_names`` (optional): str [n_classes].
+
+Without ``valid.npz``, a seeded ``valid_fraction`` of ``train.npz`` (at least one sequence) is held out.
+All files must agree on F, on the label kind and on ``n_classes``; every violation raises ``ValueError``
+naming the file, the field, what was expected and what was found. Inputs are used as given (no normalisation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tasks.base import SequenceDataset, Task, TaskConfig
+
+
+class NpzFormatError(ValueError):
+    """An npz task file does not have the documented fields, shapes, dtypes or label ranges."""
+
+
+def _err(file: Path, field: str, expected: str, found: object) -> NpzFormatError:
+    return NpzFormatError(f"{file}: field {field!r}: expected {expected}, found {found}")
+
+
+def _read(file: Path) -> dict[str, np.ndarray]:
+    if not file.exists():
+        raise FileNotFoundError(f"npz task: {file} does not exist (need train.npz and test.npz, valid.npz optional)")
+    with np.load(file, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    for key in ("x", "y"):
+        if key not in data:
+            raise _err(file, key, "an array", f"no such field (fields: {sorted(data)})")
+    x, y = data["x"], data["y"]
+    if x.ndim != 3 or not np.issubdtype(x.dtype, np.floating):
+        raise _err(file, "x", "float array [N, T, F]", f"{x.dtype} array of shape {x.shape}")
+    n, t, _ = x.shape
+    if n == 0 or t == 0:
+        raise _err(file, "x", "N >= 1 sequences of T >= 1 frames", f"shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise _err(file, "x", "finite values", "NaN or inf")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise _err(file, "y", "an integer array", f"dtype {y.dtype}")
+    if y.shape not in ((n,), (n, t)):
+        raise _err(file, "y", f"shape ({n},) or ({n}, {t}) to match x {x.shape}", f"shape {y.shape}")
+    if "lengths" in data:
+        lengths = data["lengths"]
+        if not np.issubdtype(lengths.dtype, np.integer) or lengths.shape != (n,):
+            raise _err(file, "lengths", f"int array of shape ({n},)", f"{lengths.dtype} array of shape {lengths.shape}")
+        if lengths.min() < 1 or lengths.max() > t:
+            raise _err(file, "lengths", f"values in [1, T={t}]", f"range [{lengths.min()}, {lengths.max()}]")
+    else:
+        data["lengths"] = np.full(n, t, dtype=np.int64)
+    return data
+
+
+def _check_labels(file: Path, data: dict[str, np.ndarray], n_classes: int, source: str) -> None:
+    y = data["y"]
+    if y.ndim == 1:
+        lo, allowed = y.min(), f"labels in [0, {n_classes - 1}] (n_classes={n_classes} from {source})"
+        if lo < 0 or y.max() >= n_classes:
+            raise _err(file, "y", allowed, f"range [{lo}, {y.max()}]")
+        return
+    valid = np.arange(y.shape[1])[None, :] < data["lengths"][:, None]
+    vals = y[valid]
+    if vals.min() < -1 or vals.max() >= n_classes:
+        raise _err(file, "y", f"labels in [-1, {n_classes - 1}] (n_classes={n_classes} from {source})",
+                   f"range [{vals.min()}, {vals.max()}]")
+
+
+def _dataset(data: dict[str, np.ndarray], idx: np.ndarray) -> SequenceDataset:
+    x, y, lengths = data["x"], data["y"], data["lengths"]
+    xs = [x[i, : lengths[i]] for i in idx]
+    if y.ndim == 1:
+        ys = [np.full(lengths[i], y[i], dtype=np.int64) for i in idx]
+        return SequenceDataset(xs, ys, y[idx].astype(np.int64), [str(i) for i in idx])
+    return SequenceDataset(xs, [y[i, : lengths[i]] for i in idx], None, [str(i) for i in idx])
+
+
+def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int = 0, name: str = "npz") -> Task:
+    """Load and validate an npz task directory (see module docstring) -> :class:`Task`."""
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"npz task directory {directory} does not exist")
+    files = {s: directory / f"{s}.npz" for s in ("train", "valid", "test")}
+    data = {s: _read(f) for s, f in files.items() if s != "valid" or f.exists()}
+    ref_file, ref = files["train"], data["train"]
+    n_feat, seq_kind = ref["x"].shape[2], ref["y"].ndim == 1
+    for split, d in data.items():
+        if d["x"].shape[2] != n_feat:
+            raise _err(files[split], "x", f"F={n_feat} features like {ref_file.name}", f"F={d['x'].shape[2]}")
+        if (d["y"].ndim == 1) != seq_kind:
+            kind = "per-sequence labels [N]" if seq_kind else "frame labels [N, T]"
+            raise _err(files[split], "y", f"{kind} like {ref_file.name}", f"shape {d['y'].shape}")
+    declared = {s: int(d["n_classes"]) for s, d in data.items() if "n_classes" in d}
+    if declared:
+        split0, n_classes = next(iter(declared.items()))
+        for split, n in declared.items():
+            if n != n_classes:
+                raise _err(files[split], "n_classes", f"{n_classes} as in {files[split0].name}", n)
+        source = files[split0].name
+    else:
+        n_classes, source = int(ref["y"].max()) + 1, f"max label of {ref_file.name}"
+        if n_classes < 1:
+            raise _err(ref_file, "y", "at least one label >= 0", "only ignored (-1) labels")
+    for split, d in data.items():
+        _check_labels(files[split], d, n_classes, source)
+    class_names: Optional[list[str]] = None
+    if "class_names" in ref:
+        class_names = [str(c) for c in ref["class_names"]]
+        if len(class_names) != n_classes:
+            raise _err(ref_file, "class_names", f"{n_classes} names", len(class_names))
+
+    n_train = len(ref["x"])
+    if "valid" in data:
+        train, valid = _dataset(ref, np.arange(n_train)), _dataset(data["valid"], np.arange(len(data["valid"]["x"])))
+    else:
+        if n_train < 2:
+            raise _err(ref_file, "x", "at least 2 sequences to split off a validation set", f"N={n_train}")
+        perm = np.random.default_rng(seed).permutation(n_train)
+        n_valid = min(max(1, int(round(valid_fraction * n_train))), n_train - 1)
+        train, valid = _dataset(ref, np.sort(perm[n_valid:])), _dataset(ref, np.sort(perm[:n_valid]))
+    test = _dataset(data["test"], np.arange(len(data["test"]["x"])))
+    return Task(name=name, n_features=int(n_feat), n_classes=n_classes, train=train, valid=valid, test=test,
+                class_names=class_names, sequence_task=bool(seq_kind), eval_fold=None, n_eval_classes=n_classes,
+                eval_class_names=class_names, info={"path": str(directory), "valid_from": "valid.npz"
+                                                    if "valid" in data else f"{valid_fraction:.0%} of train.npz"})
+
+
+def build_npz(cfg: TaskConfig) -> Task:
+    """``build_task`` entry for ``name: npz``: ``cfg.path`` is the directory with the npz files (required)."""
+    if cfg.path is None:
+        raise ValueError("task.path must name a directory with train.npz and test.npz for task.name=npz")
+    return load_npz_task(cfg.path, valid_fraction=cfg.valid_fraction, seed=cfg.seed, name=cfg.name)
