@@ -1,0 +1,263 @@
+r"""DEEP R (Bellec, Kappel, Maass, Legenstein, ICLR 2018): training under a hard connection budget.
+
+Each matrix is a :class:`~spiking_deepr.sparse.SparseMatrix` whose active entries have magnitudes
+:math:`\theta_k \ge 0` and fixed signs :math:`s_k` (weight :math:`w_k = s_k\theta_k`). One ``step()``:
+
+.. math::
+    \theta_k &\leftarrow \theta_k - \eta\,d_k - \eta\alpha + \sqrt{2\eta T}\,\nu_k
+        \qquad \text{(active k only; } \nu_k\sim\mathcal N(0,1))\\
+    &\text{k with } \theta_k < 0 \text{ turns dormant (removed from the matrix)}\\
+    &\text{as many dormant positions are activated, uniformly at random, with } \theta = 0
+
+where :math:`d_k = \partial E/\partial\theta_k = s_k\,\partial E/\partial w_k` (plain DEEP R, Algorithm 1)
+or the bias-corrected Adam direction (:class:`DeepRAdam`). Order inside a step: gradient / Adam
+direction, then L1, then noise, then removal, then regrowth. An entry is *active* iff its position is
+in the matrix's index set — never decided by the value of theta — so the count cannot drift: a
+regrown entry has theta = 0 and stays active until an update makes it negative.
+
+Budgets: by default every matrix keeps its own K. With ``global_budget=True`` the optimizer keeps
+the *sum* of active entries over all its matrices fixed; each step's deficit is split between
+matrices multinomially with probabilities proportional to their initial budgets (as the authors'
+LSNN code does), then placed uniformly among each matrix's dormant positions. Regrowth never
+exceeds a matrix's fan-in / fan-out caps; a matrix that has no room passes its share on.
+
+Dormant entries get no gradient, no L1 and no noise (they are not stored). The random state
+(noise and regrowth) is one ``torch.Generator`` saved in ``state_dict()``, so a resumed run is
+bit-identical.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Optional, Union
+
+import torch
+
+from ..sparse.matrix import SparseMatrix
+
+MatrixGroups = Union[Iterable[SparseMatrix], Iterable[dict]]
+
+
+class DeepR(torch.optim.Optimizer):
+    """Hard DEEP R with plain gradient steps.
+
+    Args:
+        matrices: SparseMatrix objects, or param-group dicts ``{"matrices": [...], "lr": ..., ...}``.
+        lr: learning rate eta (> 0).
+        temperature: T >= 0; noise std per step is sqrt(2 * lr * T).
+        l1: L1 coefficient alpha >= 0 (a constant pull of every active theta towards 0).
+        global_budget: keep the total active count over all matrices fixed instead of each matrix's.
+        seed: seeds the optimizer's generator (noise and regrowth positions).
+    """
+
+    def __init__(self, matrices: MatrixGroups, lr: float, temperature: float = 0.0, l1: float = 0.0,
+                 *, global_budget: bool = False, seed: int = 0) -> None:
+        defaults = dict(lr=lr, temperature=temperature, l1=l1)
+        self._matrix_of: Dict[int, SparseMatrix] = {}
+        groups = []
+        for group in _as_groups(matrices):
+            group = dict(group)
+            mats = list(group.pop("matrices"))
+            for m in mats:
+                if not isinstance(m, SparseMatrix):
+                    raise TypeError(f"{type(self).__name__} rewires SparseMatrix objects, got {type(m).__name__}")
+                self._matrix_of[id(m.theta)] = m
+            group["params"] = [m.theta for m in mats]
+            _check_hyper({**defaults, **group}, type(self).__name__)
+            groups.append(group)
+        super().__init__(groups, defaults)
+        self.global_budget = bool(global_budget)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.total_budget = sum(m.nnz for m in self.matrices())
+        self.last_rewired: List[int] = [0] * len(self.matrices())
+
+    # ----------------------------------------------------------------------------- public API
+    def matrices(self) -> List[SparseMatrix]:
+        return [self._matrix_of[id(p)] for g in self.param_groups for p in g["params"]]
+
+    def add_param_group(self, param_group: dict) -> None:
+        if "matrices" in param_group:  # public form; the base class calls this with "params"
+            group = dict(param_group)
+            mats = list(group.pop("matrices"))
+            for m in mats:
+                self._matrix_of[id(m.theta)] = m
+            group["params"] = [m.theta for m in mats]
+            param_group = group
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One DEEP R step on every matrix: update, remove crossings, regrow, check the budget."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        removed: List[torch.Tensor] = []
+        for group in self.param_groups:
+            lr, temp, l1 = group["lr"], group["temperature"], group["l1"]
+            for theta in group["params"]:
+                state = self.state[theta]
+                grad = theta.grad if theta.grad is not None else torch.zeros_like(theta)
+                direction = self._direction(theta, grad, state, group)
+                theta.sub_(direction, alpha=lr)
+                if l1:
+                    theta.sub_(lr * l1)
+                if temp:
+                    noise = torch.randn(theta.shape, generator=self.generator, dtype=theta.dtype)
+                    theta.add_(noise.to(theta.device), alpha=math.sqrt(2.0 * lr * temp))
+                removed.append(theta < 0)
+        self._rewire(removed)
+        return loss
+
+    def _direction(self, theta: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+        """The update direction d (theta <- theta - lr * d). Plain DEEP R: the gradient itself."""
+        return grad
+
+    # ----------------------------------------------------------------------------- rewiring
+    def _rewire(self, removed: List[torch.Tensor]) -> None:
+        mats = self.matrices()
+        counts = [int(r.sum()) for r in removed]
+        if self.global_budget:
+            grow = self._split_deficit(mats, removed, sum(counts))
+        else:
+            grow = counts
+        for i, (m, rem, n_new) in enumerate(zip(mats, removed, grow)):
+            self.last_rewired[i] = counts[i]
+            if counts[i] == 0 and n_new == 0:
+                continue
+            keep = ~rem
+            state = self.state[m.theta]
+            m.set_active(m.indices[keep], m.theta.data[keep])
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == rem.shape:
+                    state[key] = value[keep]
+            new = m.grow(n_new, self.generator)
+            if new.numel():
+                self._merge(m, new, state)
+        self._check_budget(mats)
+
+    def _merge(self, m: SparseMatrix, new: torch.Tensor, state: dict) -> None:
+        idx = torch.cat([m.indices, new])
+        order = torch.argsort(idx)
+        zeros = torch.zeros(new.numel(), dtype=m.theta.dtype, device=m.theta.device)
+        m.set_active(idx[order], torch.cat([m.theta.data, zeros])[order])
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim() == 1 and value.numel() + new.numel() == idx.numel():
+                fresh = torch.zeros(new.numel(), dtype=value.dtype, device=value.device)
+                state[key] = torch.cat([value, fresh])[order]
+
+    def _split_deficit(self, mats: List[SparseMatrix], removed: List[torch.Tensor], deficit: int) -> List[int]:
+        """Split ``deficit`` new connections between matrices ∝ initial budgets, within capacity."""
+        grow = [0] * len(mats)
+        if deficit == 0:
+            return grow
+        capacity = [m.dormant_capacity() + int(r.sum()) for m, r in zip(mats, removed)]
+        weights = torch.tensor([float(m.budget) for m in mats], dtype=torch.float64)
+        left = deficit
+        while left > 0:
+            open_ = torch.tensor([c > g for c, g in zip(capacity, grow)])
+            if not bool(open_.any()):
+                raise RuntimeError(f"global budget: no matrix has room for {left} more connections")
+            p = weights * open_
+            draw = torch.multinomial(p / p.sum(), left, replacement=True, generator=self.generator)
+            for i, n in enumerate(torch.bincount(draw, minlength=len(mats)).tolist()):
+                take = min(n, capacity[i] - grow[i])
+                grow[i] += take
+                left -= take
+        return grow
+
+    def _check_budget(self, mats: List[SparseMatrix]) -> None:
+        if self.global_budget:
+            total = sum(m.nnz for m in mats)
+            if total != self.total_budget:
+                raise RuntimeError(f"DEEP R invariant broken: {total} active connections, budget {self.total_budget}")
+        else:
+            for m in mats:
+                if m.nnz != m.budget:
+                    raise RuntimeError(f"DEEP R invariant broken: {m.nnz} active connections in {m}, budget {m.budget}")
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["rng_state"] = self.generator.get_state()
+        sd["global_budget"] = self.global_budget
+        sd["total_budget"] = self.total_budget
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        try:
+            rng = state_dict.pop("rng_state")
+            global_budget = state_dict.pop("global_budget")
+            total_budget = state_dict.pop("total_budget")
+        except KeyError as err:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing key {err} (not a DEEP R state)") from None
+        if global_budget != self.global_budget:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: checkpoint has global_budget={global_budget}, "
+                             f"this optimizer {self.global_budget}")
+        for i, m in enumerate(self.matrices()):
+            for key, value in state_dict["state"].get(i, {}).items():
+                if torch.is_tensor(value) and value.dim() == 1 and value.numel() != m.nnz:
+                    raise ValueError(
+                        f"{type(self).__name__}.load_state_dict: state {key!r} of matrix {i} has {value.numel()} "
+                        f"entries but the matrix has {m.nnz} active (load the model checkpoint first)")
+        super().load_state_dict(state_dict)
+        self.generator.set_state(rng)
+        self.total_budget = total_budget
+
+
+class DeepRAdam(DeepR):
+    r"""Hard DEEP R with Adam directions (the LSNN recipe).
+
+    Adam moments are kept for active entries only (O(K) memory). A removed entry's moments are
+    discarded; a regrown entry starts from zero moments **and its own step count of 0**, so its bias
+    correction is that of a fresh parameter (the first update has the usual Adam size ~lr) instead of
+    being damped by a stale global step count. L1 and noise are applied after the Adam step, on the
+    active entries, as in the authors' code.
+
+    Args: as :class:`DeepR`, plus ``betas`` and ``eps``.
+    """
+
+    def __init__(self, matrices: MatrixGroups, lr: float = 1e-3, temperature: float = 0.0, l1: float = 0.0,
+                 *, betas=(0.9, 0.999), eps: float = 1e-8, global_budget: bool = False, seed: int = 0) -> None:
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"DeepRAdam: betas must be in [0, 1), got {betas}")
+        super().__init__(matrices, lr, temperature, l1, global_budget=global_budget, seed=seed)
+        for group in self.param_groups:
+            group.setdefault("betas", tuple(betas))
+            group.setdefault("eps", eps)
+
+    def _direction(self, theta, grad, state, group):
+        beta1, beta2 = group["betas"]
+        if not state:
+            state["exp_avg"] = torch.zeros_like(theta)
+            state["exp_avg_sq"] = torch.zeros_like(theta)
+            state["steps"] = torch.zeros(theta.shape, dtype=torch.int64, device=theta.device)
+        m, v, steps = state["exp_avg"], state["exp_avg_sq"], state["steps"]
+        steps.add_(1)
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        t = steps.to(theta.dtype)
+        m_hat = m / (1 - beta1 ** t)
+        v_hat = v / (1 - beta2 ** t)
+        return m_hat / (v_hat.sqrt() + group["eps"])
+
+
+def _as_groups(matrices: MatrixGroups) -> List[dict]:
+    items = list(matrices)
+    if not items:
+        raise ValueError("DEEP R optimizer got an empty list of matrices")
+    if all(isinstance(x, dict) for x in items):
+        for g in items:
+            if "matrices" not in g:
+                raise ValueError("DEEP R param groups need a 'matrices' key")
+        return items
+    return [{"matrices": items}]
+
+
+def _check_hyper(group: dict, who: str) -> None:
+    if not group["lr"] > 0:
+        raise ValueError(f"{who}: invalid learning rate lr={group['lr']} (must be > 0)")
+    if group["temperature"] < 0:
+        raise ValueError(f"{who}: invalid temperature {group['temperature']} (must be >= 0)")
+    if group["l1"] < 0:
+        raise ValueError(f"{who}: invalid l1 {group['l1']} (must be >= 0)")

@@ -1,0 +1,118 @@
+r"""soft-DEEP R (Bellec et al. 2018, the paper's baseline): budget kept only on average.
+
+Every potential connection keeps a parameter, so memory is dense (O(n_out * n_in)) — that is the
+point of comparison with hard DEEP R. One step, for all entries k:
+
+.. math::
+    \theta_k \leftarrow \max\bigl(\theta_k - \eta\,\partial E/\partial\theta_k\,[\theta_k>0]
+        - \eta\alpha[\theta_k>0] + \sqrt{2\eta T}\,\nu_k,\ \theta_{\min}\bigr)
+
+The connection is active while theta > 0. Dormant parameters random-walk in [theta_min, 0) and
+reconnect by themselves. With an exponential prior on active magnitudes (mass T/alpha) and a flat
+one on [theta_min, 0), the expected connectivity is p0 when
+
+.. math:: \theta_{\min} = -\frac{T (1 - p_0)}{\alpha\,p_0}.
+
+The matrices keep the usual `SparseMatrix` interface (the layers do not change): after each step
+the matrix's active set is replaced by {k : theta_k > 0}. Fan-in caps cannot be enforced by this
+algorithm and are rejected; the diagonal of matrices built with ``exclude_diagonal`` stays dormant.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..sparse.matrix import SparseMatrix
+from .deepr import MatrixGroups, _as_groups, _check_hyper
+
+
+def soft_deepr_theta_min(temperature: float, l1: float, connectivity: float) -> float:
+    """theta_min giving expected connectivity p0 (formula above); needs T > 0, alpha > 0, 0 < p0 < 1."""
+    if not (temperature > 0 and l1 > 0 and 0 < connectivity < 1):
+        raise ValueError(
+            f"soft-DEEP R theta_min needs temperature > 0, l1 > 0 and 0 < connectivity < 1; got "
+            f"temperature={temperature}, l1={l1}, connectivity={connectivity}")
+    return -temperature * (1 - connectivity) / (l1 * connectivity)
+
+
+class SoftDeepR(torch.optim.Optimizer):
+    """soft-DEEP R over SparseMatrix objects (dense parameter memory in the optimizer state).
+
+    Args:
+        matrices: SparseMatrix objects or groups ``{"matrices": [...], ...}``.
+        lr, temperature, l1: as in DEEP R (temperature and l1 must be > 0).
+        connectivity: target expected connectivity p0 (sets theta_min), or give ``theta_min``.
+        seed: the generator for noise and the initial dormant values.
+    """
+
+    def __init__(self, matrices: MatrixGroups, lr: float, temperature: float, l1: float,
+                 *, connectivity: Optional[float] = None, theta_min: Optional[float] = None, seed: int = 0):
+        if (connectivity is None) == (theta_min is None):
+            raise ValueError("SoftDeepR: give exactly one of connectivity or theta_min")
+        if theta_min is None:
+            theta_min = soft_deepr_theta_min(temperature, l1, connectivity)
+        if not theta_min < 0:
+            raise ValueError(f"SoftDeepR: theta_min must be negative, got {theta_min}")
+        defaults = dict(lr=lr, temperature=temperature, l1=l1, theta_min=theta_min)
+        self._matrix_of = {}
+        groups = []
+        for group in _as_groups(matrices):
+            group = dict(group)
+            mats = list(group.pop("matrices"))
+            for m in mats:
+                if m.fan_in_cap is not None or m.fan_out_cap is not None:
+                    raise ValueError("SoftDeepR cannot enforce fan-in/fan-out caps; use DeepR for capped matrices")
+                self._matrix_of[id(m.theta)] = m
+            group["params"] = [m.theta for m in mats]
+            _check_hyper({**defaults, **group}, "SoftDeepR")
+            groups.append(group)
+        super().__init__(groups, defaults)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def matrices(self):
+        return [self._matrix_of[id(p)] for g in self.param_groups for p in g["params"]]
+
+    def _dense_theta(self, m: SparseMatrix, theta_min: float) -> torch.Tensor:
+        state = self.state[m.theta]
+        if "dense_theta" not in state:
+            dense = torch.rand(m.n_out * m.n_in, generator=self.generator, dtype=m.theta.dtype) * theta_min
+            dense = dense.to(m.theta.device)
+            dense[m.indices] = m.theta.data
+            state["dense_theta"] = dense
+        return state["dense_theta"]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, temp, l1, tmin = group["lr"], group["temperature"], group["l1"], group["theta_min"]
+            for theta in group["params"]:
+                m = self._matrix_of[id(theta)]
+                dense = self._dense_theta(m, tmin)
+                grad = theta.grad if theta.grad is not None else torch.zeros_like(theta)
+                dense[m.indices] -= lr * (grad + l1)
+                noise = torch.randn(dense.shape, generator=self.generator, dtype=dense.dtype)
+                dense.add_(noise.to(dense.device), alpha=math.sqrt(2 * lr * temp)).clamp_(min=tmin)
+                if m.exclude_diagonal:
+                    d = torch.arange(min(m.n_out, m.n_in), device=dense.device)
+                    dense[d * m.n_in + d] = tmin
+                active = torch.nonzero(dense > 0).squeeze(1)
+                m.set_active(active, dense[active])
+        return loss
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["rng_state"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        if "rng_state" not in state_dict:
+            raise ValueError("SoftDeepR.load_state_dict: missing 'rng_state' (not a SoftDeepR state)")
+        self.generator.set_state(state_dict.pop("rng_state"))
+        super().load_state_dict(state_dict)

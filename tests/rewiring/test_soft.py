@@ -1,0 +1,31 @@
+"""soft-DEEP R: theta_min formula, stationary connectivity, dense memory baseline."""
+import pytest
+import torch
+
+from spiking_deepr.rewiring import SoftDeepR, soft_deepr_theta_min
+from spiking_deepr.sparse import SparseMatrix
+
+
+def test_theta_min_formula():
+    assert soft_deepr_theta_min(1e-3, 1e-2, 0.1) == pytest.approx(-1e-3 * 0.9 / (1e-2 * 0.1))
+    with pytest.raises(ValueError, match="temperature > 0"):
+        soft_deepr_theta_min(0.0, 1e-2, 0.1)
+
+
+def test_connectivity_fluctuates_around_target_without_gradient():
+    # With no data term the stationary law is the prior: P(active) = p0.
+    m = SparseMatrix(60, 60, connectivity=0.1, seed=0)
+    opt = SoftDeepR([m], lr=0.05, temperature=0.02, l1=0.1, connectivity=0.1, seed=1)
+    history = []
+    for step in range(3000):
+        m.theta.grad = torch.zeros(m.nnz)
+        opt.step()
+        m.check_invariants()
+        if step >= 1500:
+            history.append(m.nnz / 3600)
+    assert sum(history) / len(history) == pytest.approx(0.1, rel=0.15)
+
+
+def test_rejects_caps():
+    with pytest.raises(ValueError, match="cannot enforce fan-in"):
+        SoftDeepR([SparseMatrix(10, 10, nnz=20, fan_in_cap=5)], lr=0.1, temperature=0.1, l1=0.1, connectivity=0.2)
