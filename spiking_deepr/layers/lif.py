@@ -1,0 +1,187 @@
+r"""Sparse recurrent current-based LIF layer with Norse's ``lif_step`` dynamics.
+
+Per time step :math:`t` (Euler step ``dt``, parameters as in
+:class:`norse.torch.functional.lif.LIFParameters`):
+
+.. math::
+    \begin{align*}
+        i_{\text{jump}} &= i + W_{\text{in}} x[t] + W_{\text{rec}} z[t-1] \\
+        v' &= v + dt\,\tau_{\text{mem}}^{-1} \big((v_{\text{leak}} - v) + i_{\text{jump}}\big) \\
+        i &\leftarrow i_{\text{jump}} (1 - dt\,\tau_{\text{syn}}^{-1}) \\
+        z[t] &= \Theta(v' - v_{\text{th}}) \qquad \text{(strictly greater, surrogate gradient)}\\
+        v &\leftarrow (1 - z[t])\, v' + z[t]\, v_{\text{reset}} \qquad (z \text{ detached in the reset})
+    \end{align*}
+
+exactly :func:`norse.torch.functional.lif.lif_step` (same operation order), and exactly
+:class:`spiking_deepr.export.LIFLayerSpec`. Both weight matrices are DEEP R
+:class:`~spiking_deepr.sparse.SparseMatrix` objects; the recurrent one excludes the diagonal by
+default (Norse's ``LIFRecurrent`` has no autapses either).
+
+Performance: the input currents :math:`W_{\text{in}} x[t]` of all steps are one sparse product over
+T·B rows computed before the time loop; only :math:`W_{\text{rec}} z[t-1]` is computed per step.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from norse.torch.functional.lif import LIFParameters, LIFState
+from torch import nn
+
+from ..sparse import SparseMatrix, sparse_linear
+from ._common import build_matrix, check_time_major, recurrent_input
+from .surrogate import check_method, spike_fn
+
+__all__ = ["LIFParameters", "LIFState", "lif_step", "SparseLIFRecurrent"]
+
+
+def lif_step(x_current: torch.Tensor, state: LIFState, w_rec: Optional[SparseMatrix],
+             p: LIFParameters, dt: float = 0.001) -> Tuple[torch.Tensor, LIFState]:
+    """One Euler step of a sparse recurrent LIF population (Norse ``lif_step`` semantics).
+
+    Args:
+        x_current: input current W_in x[t], [B, N] (already projected; see module docstring).
+        state: LIFState(z [B, N] spikes of step t-1, v [B, N], i [B, N]).
+        w_rec: recurrent SparseMatrix [N, N], or None for a feed-forward population.
+        p: Norse LIFParameters; ``p.method`` may also be ``"bellec"`` (see `surrogate`).
+        dt: integration step.
+
+    Returns:
+        (z [B, N], new LIFState).
+    """
+    i_jump = state.i + x_current
+    rec = recurrent_input(state.z, w_rec)
+    if rec is not None:
+        i_jump = i_jump + rec
+    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
+    v_decayed = state.v + dv
+    di = -dt * p.tau_syn_inv * i_jump
+    i_decayed = i_jump + di
+    z_new = spike_fn(v_decayed - p.v_th, p.method, p.alpha)
+    zd = z_new.detach()
+    v_new = (1 - zd) * v_decayed + zd * p.v_reset
+    return z_new, LIFState(z_new, v_new, i_decayed)
+
+
+class _SparseSpikingRecurrent(nn.Module):
+    """Shared construction of the sparse spiking layers (matrices, buffers, time loop)."""
+
+    def __init__(self, input_size: int, hidden_size: int, *, tau_syn_inv, tau_mem_inv, v_leak, v_th,
+                 v_reset, method: str, alpha, dt: float, input_connectivity: float,
+                 recurrent_connectivity: Optional[float], exclude_diagonal: bool,
+                 fan_in_cap: Optional[int], input_sign: Optional[torch.Tensor],
+                 recurrent_sign: Optional[torch.Tensor], input_init_std: Optional[float],
+                 recurrent_init_std: Optional[float], w_in: Optional[SparseMatrix],
+                 w_rec: Optional[SparseMatrix], record_states: bool, seed: int) -> None:
+        super().__init__()
+        if input_size <= 0 or hidden_size <= 0:
+            raise ValueError(f"{type(self).__name__}: sizes must be positive, got input_size={input_size}, "
+                             f"hidden_size={hidden_size}")
+        check_method(method)
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.dt = float(dt)
+        self.method = method
+        self.alpha = float(alpha)
+        self.record_states = bool(record_states)
+        for name, value in (("tau_syn_inv", tau_syn_inv), ("tau_mem_inv", tau_mem_inv), ("v_leak", v_leak),
+                            ("v_th", v_th), ("v_reset", v_reset)):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).clone())
+        who = type(self).__name__
+        self.w_in = build_matrix(self.hidden_size, self.input_size, w_in, connectivity=input_connectivity,
+                                 fan_in_cap=fan_in_cap, presynaptic_sign=input_sign, init_std=input_init_std,
+                                 seed=seed, who=f"{who}.w_in")
+        if w_rec is None and recurrent_connectivity is None:
+            self.w_rec = None
+        else:
+            self.w_rec = build_matrix(self.hidden_size, self.hidden_size, w_rec,
+                                      connectivity=recurrent_connectivity or 1.0,
+                                      exclude_diagonal=exclude_diagonal, fan_in_cap=fan_in_cap,
+                                      presynaptic_sign=recurrent_sign, init_std=recurrent_init_std,
+                                      seed=seed + 1, who=f"{who}.w_rec")
+
+    def _step(self, x_current, state, p):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _initial(self, B: int, like: torch.Tensor):
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, state=None):
+        """x: [T, B, input_size] (time-major). Returns (z [T, B, hidden], state).
+
+        ``state`` is the final state, or (``record_states=True``) the states of every step stacked
+        along a leading time dimension, as Norse's ``SNNRecurrent``."""
+        check_time_major(x, self.input_size, type(self).__name__)
+        T, B, _ = x.shape
+        state = self._initial(B, x) if state is None else state
+        currents = sparse_linear(x, self.w_in)  # all T at once: one product over T*B rows
+        p = self.parameters_tuple()
+        outputs, states = [], []
+        # unbind (one backward node that stacks the T gradients), not currents[t] (T full-size
+        # zero-filled gradient buffers in the backward pass)
+        for current in currents.unbind(0):
+            z, state = self._step(current, state, p)
+            outputs.append(z)
+            if self.record_states:
+                states.append(state)
+        if T == 0:
+            return x.new_zeros(0, B, self.hidden_size), state
+        if self.record_states:
+            state = type(state)(*(torch.stack(parts) for parts in zip(*states)))
+        return torch.stack(outputs), state
+
+    def extra_repr(self) -> str:
+        return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, method={self.method!r}, "
+                f"alpha={self.alpha}, dt={self.dt}")
+
+
+class SparseLIFRecurrent(_SparseSpikingRecurrent):
+    """Recurrent LIF population with sparse DEEP R input and recurrent matrices.
+
+    Args:
+        input_size: F, features of the input [T, B, F].
+        hidden_size: N neurons.
+        p: Norse ``LIFParameters`` (scalars; stored as buffers, ``method``/``alpha`` as attributes).
+            ``method`` may be any Norse threshold method or ``"bellec"``.
+        dt: Euler step.
+        input_connectivity, recurrent_connectivity: fraction of active entries of W_in [N, F] and
+            W_rec [N, N]; ``recurrent_connectivity=None`` builds a feed-forward population.
+        exclude_diagonal: no autapses in W_rec (default, as Norse).
+        fan_in_cap: per-matrix cap on connections into one neuron.
+        input_sign, recurrent_sign: optional +1/-1 presynaptic signs (Dale's law) of each matrix.
+        input_init_std, recurrent_init_std: std of the dense initialisation each matrix replaces.
+        w_in, w_rec: ready-made SparseMatrix objects (override the construction arguments).
+        record_states: return the states of all steps (stacked) instead of the final one.
+        seed: seeds both matrices.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, p: LIFParameters = LIFParameters(), *,
+                 dt: float = 0.001, input_connectivity: float = 1.0,
+                 recurrent_connectivity: Optional[float] = 1.0, exclude_diagonal: bool = True,
+                 fan_in_cap: Optional[int] = None, input_sign: Optional[torch.Tensor] = None,
+                 recurrent_sign: Optional[torch.Tensor] = None, input_init_std: Optional[float] = None,
+                 recurrent_init_std: Optional[float] = None, w_in: Optional[SparseMatrix] = None,
+                 w_rec: Optional[SparseMatrix] = None, record_states: bool = False, seed: int = 0) -> None:
+        super().__init__(input_size, hidden_size, tau_syn_inv=p.tau_syn_inv, tau_mem_inv=p.tau_mem_inv,
+                         v_leak=p.v_leak, v_th=p.v_th, v_reset=p.v_reset, method=p.method, alpha=p.alpha,
+                         dt=dt, input_connectivity=input_connectivity,
+                         recurrent_connectivity=recurrent_connectivity, exclude_diagonal=exclude_diagonal,
+                         fan_in_cap=fan_in_cap, input_sign=input_sign, recurrent_sign=recurrent_sign,
+                         input_init_std=input_init_std, recurrent_init_std=recurrent_init_std,
+                         w_in=w_in, w_rec=w_rec, record_states=record_states, seed=seed)
+
+    def parameters_tuple(self) -> LIFParameters:
+        """The neuron parameters as Norse ``LIFParameters`` (tensors are this module's buffers)."""
+        return LIFParameters(self.tau_syn_inv, self.tau_mem_inv, self.v_leak, self.v_th, self.v_reset,
+                             self.method, self.alpha)
+
+    def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None) -> LIFState:
+        """z = 0, v = v_leak, i = 0, each [B, N] in the dtype/device of ``like`` (or of the weights)."""
+        like = self.w_in.theta if like is None else like
+        zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
+        return LIFState(z=zeros, v=zeros + self.v_leak.to(like.dtype), i=zeros.clone())
+
+    def _initial(self, B, like):
+        return self.initial_state(B, like)
+
+    def _step(self, x_current, state, p):
+        return lif_step(x_current, state, self.w_rec, p, self.dt)

@@ -1,0 +1,145 @@
+r"""Sparse LSTM layer with `torch.nn.LSTM` equations and gate order (i, f, g, o).
+
+.. math::
+    \begin{align*}
+        \text{gates}[t] &= W_{ih} x[t] + W_{hh} h[t-1] + b \qquad (W_{ih}\,[4H, F],\ W_{hh}\,[4H, H],\ b\,[4H])\\
+        i, f, g, o &= \sigma, \sigma, \tanh, \sigma \text{ of the four } H\text{-slices} \\
+        c[t] &= f \odot c[t-1] + i \odot g, \qquad h[t] = o \odot \tanh(c[t])
+    \end{align*}
+
+exactly :class:`spiking_deepr.export.LSTMLayerSpec`. One bias vector :math:`b` replaces torch's
+``bias_ih + bias_hh``.
+
+DEEP R budgets (``budget``):
+
+- ``"joint"``: one SparseMatrix [4H, F] for the input and one [4H, H] for the recurrent weights;
+  connections move freely between gates (the matrices' K are shared by the four gates).
+- ``"per_gate"``: four input matrices [H, F] and four recurrent matrices [H, H], each with its own
+  fixed K (every gate keeps the same number of connections).
+
+The input product of all T steps is computed before the time loop (one sparse product over T·B
+rows, per matrix); only the recurrent product runs per step.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..sparse import SparseMatrix, sparse_linear
+from ._common import build_matrix, check_time_major
+
+__all__ = ["LSTMState", "lstm_step", "SparseLSTM", "BUDGETS"]
+
+BUDGETS = ("joint", "per_gate")
+
+
+class LSTMState(NamedTuple):
+    """h [B, H] output of the previous step, c [B, H] cell state."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+
+def _product(x: torch.Tensor, matrices: List[SparseMatrix]) -> torch.Tensor:
+    """x W^T for one [4H, in] matrix or the row-concatenation of four [H, in] matrices."""
+    if len(matrices) == 1:
+        return sparse_linear(x, matrices[0])
+    return torch.cat([sparse_linear(x, m) for m in matrices], dim=-1)
+
+
+def lstm_step(gates_x: torch.Tensor, state: LSTMState, w_hh: List[SparseMatrix],
+              bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, LSTMState]:
+    """One LSTM step. ``gates_x`` = W_ih x[t] [B, 4H] (precomputed); ``w_hh``: [one [4H, H]] or four [H, H]."""
+    gates = gates_x + _product(state.h, w_hh)
+    if bias is not None:
+        gates = gates + bias
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * state.c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, LSTMState(h, c)
+
+
+class SparseLSTM(nn.Module):
+    """LSTM with sparse DEEP R weight matrices, time-major input [T, B, F] -> output [T, B, H].
+
+    Args:
+        input_size, hidden_size: F and H.
+        budget: ``"joint"`` or ``"per_gate"`` (see module docstring).
+        input_connectivity, recurrent_connectivity: fraction of active entries.
+        fan_in_cap: per-matrix cap on connections into one gate unit.
+        bias: learnable bias [4H] (initialised like torch: U(-1/sqrt(H), 1/sqrt(H))).
+        init_std: std of the dense initialisation the matrices replace (default 1/sqrt(H), roughly
+            torch's uniform init).
+        seed: seeds matrices and bias.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, budget: str = "joint",
+                 input_connectivity: float = 1.0, recurrent_connectivity: float = 1.0,
+                 fan_in_cap: Optional[int] = None, bias: bool = True, init_std: Optional[float] = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        if budget not in BUDGETS:
+            raise ValueError(f"SparseLSTM: budget must be one of {BUDGETS}, got {budget!r}")
+        if input_size <= 0 or hidden_size <= 0:
+            raise ValueError(f"SparseLSTM: sizes must be positive, got {input_size}, {hidden_size}")
+        self.input_size, self.hidden_size, self.budget = int(input_size), int(hidden_size), budget
+        H = self.hidden_size
+        std = 1.0 / H ** 0.5 if init_std is None else float(init_std)
+        if budget == "joint":
+            self.w_ih = nn.ModuleList([build_matrix(4 * H, input_size, None, connectivity=input_connectivity,
+                                                    fan_in_cap=fan_in_cap, init_std=std, seed=seed)])
+            self.w_hh = nn.ModuleList([build_matrix(4 * H, H, None, connectivity=recurrent_connectivity,
+                                                    fan_in_cap=fan_in_cap, init_std=std, seed=seed + 1)])
+        else:
+            self.w_ih = nn.ModuleList([build_matrix(H, input_size, None, connectivity=input_connectivity,
+                                                    fan_in_cap=fan_in_cap, init_std=std, seed=seed + 2 * g)
+                                       for g in range(4)])
+            self.w_hh = nn.ModuleList([build_matrix(H, H, None, connectivity=recurrent_connectivity,
+                                                    fan_in_cap=fan_in_cap, init_std=std, seed=seed + 2 * g + 1)
+                                       for g in range(4)])
+        if bias:
+            gen = torch.Generator().manual_seed(seed)
+            self.bias = nn.Parameter((torch.rand(4 * H, generator=gen) * 2 - 1) / H ** 0.5)
+        else:
+            self.register_parameter("bias", None)
+
+    def matrices(self) -> dict:
+        """{"w_ih": SparseMatrix} / {"w_ih.i": ..., "w_ih.f": ...} etc., stable names."""
+        if self.budget == "joint":
+            return {"w_ih": self.w_ih[0], "w_hh": self.w_hh[0]}
+        out = {}
+        for prefix, mats in (("w_ih", self.w_ih), ("w_hh", self.w_hh)):
+            for gate, m in zip("ifgo", mats):
+                out[f"{prefix}.{gate}"] = m
+        return out
+
+    def dense_weights(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(W_ih [4H, F], W_hh [4H, H]) dense, for inspection and export."""
+        return (torch.cat([m.to_dense() for m in self.w_ih]), torch.cat([m.to_dense() for m in self.w_hh]))
+
+    def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None) -> LSTMState:
+        like = self.w_ih[0].theta if like is None else like
+        zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
+        return LSTMState(zeros, zeros.clone())
+
+    def forward(self, x: torch.Tensor, state: Optional[LSTMState] = None):
+        """x [T, B, F] -> (h [T, B, H], final LSTMState)."""
+        check_time_major(x, self.input_size, "SparseLSTM")
+        T, B, _ = x.shape
+        state = self.initial_state(B, x) if state is None else state
+        gates_x = _product(x, list(self.w_ih))  # [T, B, 4H], all steps at once
+        if self.bias is not None:
+            gates_x = gates_x + self.bias  # folded in once instead of per step
+        w_hh = list(self.w_hh)
+        outputs = []
+        for g in gates_x.unbind(0):
+            h, state = lstm_step(g, state, w_hh, None)
+            outputs.append(h)
+        if T == 0:
+            return x.new_zeros(0, B, self.hidden_size), state
+        return torch.stack(outputs), state
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, budget={self.budget!r}"
