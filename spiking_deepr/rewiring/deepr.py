@@ -125,25 +125,12 @@ class DeepR(torch.optim.Optimizer):
             if counts[i] == 0 and n_new == 0:
                 continue
             keep = ~rem
+            moves = m.rewire(keep, m.sample_dormant(n_new, self.generator, keep))
             state = self.state[m.theta]
-            m.set_active(m.indices[keep], m.theta.data[keep])
             for key, value in state.items():
                 if torch.is_tensor(value) and value.shape == rem.shape:
-                    state[key] = value[keep]
-            new = m.grow(n_new, self.generator)
-            if new.numel():
-                self._merge(m, new, state)
+                    state[key] = moves.apply(value)  # removed entries' state dropped, new ones start at 0
         self._check_budget(mats)
-
-    def _merge(self, m: SparseMatrix, new: torch.Tensor, state: dict) -> None:
-        idx = torch.cat([m.indices, new])
-        order = torch.argsort(idx)
-        zeros = torch.zeros(new.numel(), dtype=m.theta.dtype, device=m.theta.device)
-        m.set_active(idx[order], torch.cat([m.theta.data, zeros])[order])
-        for key, value in state.items():
-            if torch.is_tensor(value) and value.dim() == 1 and value.numel() + new.numel() == idx.numel():
-                fresh = torch.zeros(new.numel(), dtype=value.dtype, device=value.device)
-                state[key] = torch.cat([value, fresh])[order]
 
     def _split_deficit(self, mats: List[SparseMatrix], removed: List[torch.Tensor], deficit: int) -> List[int]:
         """Split ``deficit`` new connections between matrices ∝ initial budgets, within capacity."""

@@ -37,6 +37,20 @@ class CSRStructure(NamedTuple):
     perm_t: torch.Tensor
 
 
+class Rewiring(NamedTuple):
+    """How one rewiring moved the entries: old entries with ``keep`` survive, in order, into the
+    slots of the new active set where ``is_new`` is False; slots where it is True are new."""
+
+    keep: torch.Tensor
+    is_new: torch.Tensor
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        """Carry a per-entry tensor [K] over to the new active set [K']; new entries get 0."""
+        out = torch.zeros(self.is_new.numel(), dtype=values.dtype, device=values.device)
+        out[~self.is_new] = values[self.keep]
+        return out
+
+
 class SparseMatrix(nn.Module):
     """A DEEP R sparse matrix of shape [n_out, n_in] with exactly ``nnz`` active entries.
 
@@ -180,32 +194,61 @@ class SparseMatrix(nn.Module):
 
     # ----------------------------------------------------------------------------- rewiring
     @torch.no_grad()
-    def set_active(self, indices: torch.Tensor, theta: torch.Tensor) -> None:
+    def set_active(self, indices: torch.Tensor, theta: torch.Tensor, sign: Optional[torch.Tensor] = None) -> None:
         """Replace the active set (sorted unique int64 [K']) and its magnitudes (float [K']).
 
         The Parameter object is kept (its ``.data`` is swapped), so optimizers keep pointing at it;
-        ``.grad`` is dropped because its entries referred to the old positions.
+        ``.grad`` is dropped because its entries referred to the old positions. ``sign`` may be
+        passed when already known (it must equal ``signs_at(indices)``).
         """
         self.indices = indices
         self.theta.data = theta.to(self.theta.dtype)
         self.theta.grad = None
-        self.sign = self.signs_at(indices).to(self.theta.dtype)
+        self.sign = (self.signs_at(indices) if sign is None else sign).to(self.theta.dtype)
         self._structure = None
 
     @torch.no_grad()
-    def grow(self, count: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample_dormant(self, count: int, generator: Optional[torch.Generator] = None,
+                       keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Positions (sorted int64 [count]) for ``count`` new connections among the dormant ones.
 
-        Uniform over dormant admissible positions within the fan-in/fan-out caps; does not modify
-        the matrix (the optimizer merges them with its state)."""
+        Uniform over dormant admissible positions within the fan-in/fan-out caps. ``keep`` (bool [K])
+        marks the entries that stay active; the others count as dormant already (DEEP R draws among
+        all dormant entries, just-removed ones included). Does not modify the matrix."""
+        active = self.indices if keep is None else self.indices[keep]
+        rows = torch.div(active, self.n_in, rounding_mode="floor")
         return sample_positions(
             count, self.n_out, self.n_in,
-            active=self.indices.cpu(),
+            active=active.cpu(),
             exclude_diagonal=self.exclude_diagonal,
-            fan_in=self.fan_in().cpu() if self.fan_in_cap is not None else None, fan_in_cap=self.fan_in_cap,
-            fan_out=self.fan_out().cpu() if self.fan_out_cap is not None else None, fan_out_cap=self.fan_out_cap,
+            fan_in=torch.bincount(rows, minlength=self.n_out).cpu() if self.fan_in_cap is not None else None,
+            fan_in_cap=self.fan_in_cap,
+            fan_out=torch.bincount(active % self.n_in, minlength=self.n_in).cpu() if self.fan_out_cap is not None else None,
+            fan_out_cap=self.fan_out_cap,
             generator=generator,
         ).to(self.indices.device)
+
+    @torch.no_grad()
+    def rewire(self, keep: torch.Tensor, new: torch.Tensor) -> "Rewiring":
+        """Keep the entries marked in ``keep`` (bool [K]) and activate ``new`` positions with theta = 0.
+
+        ``new`` must be sorted, dormant and admissible (as `sample_dormant` returns). The result stays
+        sorted without a full sort: new entries are inserted at their `searchsorted` positions. Returns
+        the mapping that per-entry optimizer state must follow (see `Rewiring.apply`)."""
+        survivors = self.indices[keep]
+        n_new = new.numel()
+        k_new = survivors.numel() + n_new
+        at = torch.searchsorted(survivors, new) + torch.arange(n_new, device=new.device)
+        is_new = torch.zeros(k_new, dtype=torch.bool, device=new.device)
+        is_new[at] = True
+        moves = Rewiring(keep, is_new)
+        indices = torch.empty(k_new, dtype=torch.int64, device=new.device)
+        indices[is_new] = new
+        indices[~is_new] = survivors
+        sign = moves.apply(self.sign)
+        sign[is_new] = self.signs_at(new).to(sign.dtype)
+        self.set_active(indices, moves.apply(self.theta.data), sign)
+        return moves
 
     def dormant_capacity(self) -> int:
         """How many more connections the caps and shape allow (an upper bound for ``grow``)."""

@@ -62,9 +62,8 @@ def sample_positions(
     total = n_out * n_in
     fan_in = fan_in.clone() if fan_in_cap is not None else None
     fan_out = fan_out.clone() if fan_out_cap is not None else None
-    chosen = [empty]
+    chosen_sorted = empty  # drawn so far; kept apart from `active` so no O(K) re-sort per round
     n_chosen = 0
-    taken = active
     free = count_admissible(n_out, n_in, exclude_diagonal) - active.numel()
     dense_pool = None
     for _ in range(_MAX_ROUNDS):
@@ -74,12 +73,12 @@ def sample_positions(
         if free <= 4 * need or total <= 4096:
             # Nearly full (or tiny) matrix: rejection would spin, enumerate what is left instead.
             if dense_pool is None:
-                dense_pool = _dormant_positions(n_out, n_in, taken, exclude_diagonal)
+                dense_pool = _drop_taken(_dormant_positions(n_out, n_in, active, exclude_diagonal), chosen_sorted)
             cand = dense_pool[torch.randperm(dense_pool.numel(), generator=generator)]
         else:
             draw = int(need * total / max(free, 1) * 1.3) + 16
             cand = torch.randint(0, total, (draw,), generator=generator, dtype=torch.int64)
-            cand = _drop_taken(_unique_in_order(cand), taken)
+            cand = _drop_taken(_drop_taken(_unique_in_order(cand), active), chosen_sorted)
             if exclude_diagonal:
                 cand = cand[cand // n_in != cand % n_in]
         if fan_in is not None or fan_out is not None:
@@ -91,12 +90,10 @@ def sample_positions(
             fan_in += torch.bincount(cand // n_in, minlength=n_out)
         if fan_out is not None:
             fan_out += torch.bincount(cand % n_in, minlength=n_in)
-        chosen.append(cand)
         n_chosen += cand.numel()
+        chosen_sorted = torch.cat([chosen_sorted, cand]).sort().values
         if dense_pool is not None:
-            dense_pool = _drop_taken(dense_pool, cand.sort().values)
-        else:
-            taken = torch.cat([taken, cand]).sort().values
+            dense_pool = _drop_taken(dense_pool, chosen_sorted)
         free -= cand.numel()
     if n_chosen < count:
         raise RuntimeError(
@@ -104,7 +101,7 @@ def sample_positions(
             f"fan_in_cap={fan_in_cap}, fan_out_cap={fan_out_cap}, exclude_diagonal={exclude_diagonal} "
             f"leave no admissible dormant position"
         )
-    return torch.cat(chosen).sort().values
+    return chosen_sorted
 
 
 def _unique_in_order(x: torch.Tensor) -> torch.Tensor:
