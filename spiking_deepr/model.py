@@ -1,0 +1,396 @@
+"""`SequenceModel`: stacked sparse recurrent layers + a frame-wise readout, built from `ModelConfig`.
+
+    x [T, B, F] ─► layer0 ─► layer1 ─► … ─► readout ─► logits [T, B, C]
+
+Layers are :class:`~spiking_deepr.layers.SparseLIFRecurrent` (``kind="lif"``),
+:class:`~spiking_deepr.layers.SparseALIFRecurrent` (``"lsnn"``: LIF and ALIF neurons mixed in every
+layer) or :class:`~spiking_deepr.layers.SparseLSTM` (``"lstm"``), optionally wrapped in
+:class:`~spiking_deepr.layers.Bidirectional`. Every weight matrix is a DEEP R
+:class:`~spiking_deepr.sparse.SparseMatrix`, listed by stable names in :meth:`SequenceModel.sparse_matrices`
+(train them with ``DeepR``/``DeepRAdam``); everything else (biases, a dense readout) is in
+:meth:`SequenceModel.dense_parameters` (train with a normal optimizer).
+
+Matrix names: ``layer{l}.w_in``, ``layer{l}.w_rec`` (LSTM ``budget="per_gate"``:
+``layer{l}.w_in.i`` … ``layer{l}.w_rec.o``), bidirectional ``layer{l}.forward.w_in``,
+``layer{l}.backward.w_in`` …, and ``readout``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .export import ALIFLayerSpec, LIFLayerSpec, LSTMLayerSpec, NetworkSpec, ReadoutSpec, SparseWeights
+from .layers import (Bidirectional, LinearReadout, LIFParameters, LIReadout, SparseALIFRecurrent,
+                     SparseLIFRecurrent, SparseLSTM)
+from .layers._common import check_lengths, check_time_major, masked_mean_rate
+from .layers.lstm import BUDGETS
+from .layers.surrogate import DEFAULT_ALPHA, METHODS
+from .sparse import SparseMatrix
+
+__all__ = ["ModelConfig", "SequenceModel"]
+
+KINDS = ("lif", "lsnn", "lstm")
+READOUTS = ("li", "linear")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a :class:`SequenceModel` (an omegaconf structured config: primitives only).
+
+    Architecture
+        kind: ``"lif"`` | ``"lsnn"`` | ``"lstm"``.
+        hidden: neurons (LSTM units) per layer, e.g. ``[400]`` or ``[300, 300]``.
+        n_alif: ALIF neurons per LSNN layer (the rest are LIF); None: ``round(alif_fraction * hidden[l])``.
+        alif_fraction: fraction of ALIF neurons when ``n_alif`` is None (e.g. 0.25 → 300 LIF + 100 ALIF).
+        bidirectional: a forward and a time-reversed backward layer per level, outputs concatenated
+            (training only: ``to_spec()`` refuses it).
+    Neurons (Norse units: seconds and inverse seconds; scalars per population)
+        dt, tau_syn_inv, tau_mem_inv, v_th, v_reset, v_leak: LIF parameters.
+        tau_adapt_inv: inverse adaptation time constant of ALIF neurons (rho = exp(-dt*tau_adapt_inv)).
+        beta: adaptation strength of ALIF neurons (threshold v_th + beta * b).
+        surrogate: surrogate gradient method (Norse's ``super``, ``tanh``, ``triangle``, ``circ``,
+            ``heavi_erfc``, ``heaviside``, or ``bellec``).
+        surrogate_alpha: its parameter; None: a per-method default (``layers.surrogate.DEFAULT_ALPHA``;
+            for ``bellec`` it is the thr_scale, dampening 0.3).
+    Readout
+        readout: ``"li"`` (Norse leaky integrator, output v + bias) | ``"linear"``.
+        readout_tau_syn_inv, readout_tau_mem_inv: LI time constants; None: the neurons' values.
+        dense_readout: a dense readout weight (normal optimizer) instead of a SparseMatrix.
+    Connectivity (DEEP R budgets: fraction of admissible entries active in each matrix)
+        connectivity: default for every matrix.
+        input_connectivity, recurrent_connectivity, readout_connectivity: per-kind overrides (None:
+            ``connectivity``). ``input`` covers every feed-forward matrix into a layer.
+        fan_in_cap: at most this many connections into one neuron, per matrix (hardware limit).
+        exclude_diagonal: no self-connections in recurrent spiking matrices.
+        dale: Dale's law for spiking layers: each neuron is excitatory or inhibitory
+            (``excitatory_fraction``), fixing the sign of all its outgoing connections (recurrent,
+            next layer, sparse readout). Input-feature signs stay random. Not for LSTMs.
+        excitatory_fraction: fraction of excitatory neurons under ``dale``.
+        lstm_budget: ``"joint"`` (one matrix over the four gates) | ``"per_gate"`` (four).
+        init_gain: multiplies the default initialisation std (1/sqrt(fan-in) of the dense matrix
+            each SparseMatrix replaces).
+    seed: seeds all matrices, signs and biases.
+    """
+
+    kind: str = "lsnn"
+    hidden: List[int] = field(default_factory=lambda: [128])
+    n_alif: Optional[int] = None
+    alif_fraction: float = 0.25
+    bidirectional: bool = False
+    dt: float = 1e-3
+    tau_syn_inv: float = 1.0 / 5e-3
+    tau_mem_inv: float = 1.0 / 2e-2
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    v_leak: float = 0.0
+    tau_adapt_inv: float = 1.0 / 0.2
+    beta: float = 1.8
+    surrogate: str = "bellec"
+    surrogate_alpha: Optional[float] = None
+    readout: str = "li"
+    readout_tau_syn_inv: Optional[float] = None
+    readout_tau_mem_inv: Optional[float] = None
+    dense_readout: bool = False
+    connectivity: float = 0.1
+    input_connectivity: Optional[float] = None
+    recurrent_connectivity: Optional[float] = None
+    readout_connectivity: Optional[float] = None
+    fan_in_cap: Optional[int] = None
+    exclude_diagonal: bool = True
+    dale: bool = False
+    excitatory_fraction: float = 0.8
+    lstm_budget: str = "joint"
+    init_gain: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError with the offending field's name for an inconsistent configuration."""
+        def bad(name, msg):
+            raise ValueError(f"ModelConfig.{name}: {msg}, got {getattr(self, name)!r}")
+
+        if self.kind not in KINDS:
+            bad("kind", f"must be one of {KINDS}")
+        hidden = list(self.hidden)
+        if not hidden or any(int(h) <= 0 for h in hidden):
+            bad("hidden", "must be a non-empty list of positive layer sizes")
+        if self.n_alif is not None and not all(0 <= self.n_alif <= h for h in hidden):
+            bad("n_alif", f"must lie in [0, min(hidden)={min(hidden)}]")
+        if not 0.0 <= self.alif_fraction <= 1.0:
+            bad("alif_fraction", "must lie in [0, 1]")
+        for name in ("dt", "tau_syn_inv", "tau_mem_inv", "tau_adapt_inv", "init_gain"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        if self.beta < 0:
+            bad("beta", "must be >= 0")
+        if self.surrogate not in METHODS:
+            bad("surrogate", f"must be one of {METHODS}")
+        if self.readout not in READOUTS:
+            bad("readout", f"must be one of {READOUTS}")
+        for name in ("connectivity", "input_connectivity", "recurrent_connectivity", "readout_connectivity"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                bad(name, "must lie in (0, 1]")
+        if self.fan_in_cap is not None and self.fan_in_cap <= 0:
+            bad("fan_in_cap", "must be positive or None")
+        if self.lstm_budget not in BUDGETS:
+            bad("lstm_budget", f"must be one of {BUDGETS}")
+        if self.dale and self.kind == "lstm":
+            bad("dale", "Dale's law applies to spiking layers, not to kind='lstm'")
+        if not 0.0 < self.excitatory_fraction <= 1.0:
+            bad("excitatory_fraction", "must lie in (0, 1]")
+
+    # resolved values
+    def alpha(self) -> float:
+        return DEFAULT_ALPHA[self.surrogate] if self.surrogate_alpha is None else float(self.surrogate_alpha)
+
+    def alif_count(self, layer: int) -> int:
+        h = int(self.hidden[layer])
+        return int(self.n_alif) if self.n_alif is not None else int(round(self.alif_fraction * h))
+
+    def conn(self, which: str) -> float:
+        value = getattr(self, f"{which}_connectivity")
+        return self.connectivity if value is None else value
+
+
+class SequenceModel(nn.Module):
+    """Sparse recurrent sequence classifier: x [T, B, F] -> frame-wise logits [T, B, C].
+
+    Args:
+        cfg: a :class:`ModelConfig` (or an omegaconf DictConfig of one).
+        n_features: F. n_classes: C.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_features: int, n_classes: int) -> None:
+        super().__init__()
+        cfg = _as_config(cfg)
+        if n_features <= 0 or n_classes <= 0:
+            raise ValueError(f"SequenceModel: n_features and n_classes must be positive, got {n_features}, {n_classes}")
+        self.cfg, self.n_features, self.n_classes = cfg, int(n_features), int(n_classes)
+        gen = torch.Generator().manual_seed(cfg.seed + 99991)
+        self.layers = nn.ModuleList()
+        self._signs: List[Optional[torch.Tensor]] = []
+        n_in, in_sign = self.n_features, None
+        for l, h in enumerate(cfg.hidden):
+            seed = cfg.seed * 1000 + 10 * l
+            if cfg.bidirectional:
+                sign_f, sign_b = self._dale_signs(int(h), gen), self._dale_signs(int(h), gen)
+                layer = Bidirectional(self._make_layer(l, n_in, in_sign, sign_f, seed),
+                                      self._make_layer(l, n_in, in_sign, sign_b, seed + 5))
+                out_sign = None if sign_f is None else torch.cat([sign_f, sign_b])
+                n_out = 2 * int(h)
+            else:
+                out_sign = self._dale_signs(int(h), gen)
+                layer = self._make_layer(l, n_in, in_sign, out_sign, seed)
+                n_out = int(h)
+            self.layers.append(layer)
+            self._signs.append(out_sign)
+            n_in, in_sign = n_out, out_sign
+        rconn = None if cfg.dense_readout else cfg.conn("readout")
+        common = dict(connectivity=rconn, fan_in_cap=cfg.fan_in_cap, presynaptic_sign=in_sign,
+                      init_std=cfg.init_gain / n_in ** 0.5, seed=cfg.seed * 1000 + 999)
+        if cfg.readout == "li":
+            self.readout = LIReadout(n_in, self.n_classes, dt=cfg.dt, v_leak=0.0,
+                                     tau_syn_inv=cfg.readout_tau_syn_inv or cfg.tau_syn_inv,
+                                     tau_mem_inv=cfg.readout_tau_mem_inv or cfg.tau_mem_inv, **common)
+        else:
+            self.readout = LinearReadout(n_in, self.n_classes, **common)
+        self._rates: List[torch.Tensor] = []
+        self.last_stats: Dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------- construction
+    def _dale_signs(self, n: int, gen: torch.Generator) -> Optional[torch.Tensor]:
+        if not self.cfg.dale:
+            return None
+        n_exc = int(round(self.cfg.excitatory_fraction * n))
+        sign = torch.full((n,), -1.0)
+        sign[torch.randperm(n, generator=gen)[:n_exc]] = 1.0
+        return sign
+
+    def _make_layer(self, l: int, n_in: int, in_sign, rec_sign, seed: int) -> nn.Module:
+        cfg, h = self.cfg, int(self.cfg.hidden[l])
+        in_std = cfg.init_gain / n_in ** 0.5
+        if cfg.kind == "lstm":
+            return SparseLSTM(n_in, h, budget=cfg.lstm_budget, input_connectivity=cfg.conn("input"),
+                              recurrent_connectivity=cfg.conn("recurrent"), fan_in_cap=cfg.fan_in_cap,
+                              init_std=cfg.init_gain / h ** 0.5, seed=seed)
+        p = LIFParameters(torch.as_tensor(cfg.tau_syn_inv), torch.as_tensor(cfg.tau_mem_inv),
+                          torch.as_tensor(cfg.v_leak), torch.as_tensor(cfg.v_th), torch.as_tensor(cfg.v_reset),
+                          cfg.surrogate, cfg.alpha())
+        common = dict(dt=cfg.dt, input_connectivity=cfg.conn("input"),
+                      recurrent_connectivity=cfg.conn("recurrent"), exclude_diagonal=cfg.exclude_diagonal,
+                      fan_in_cap=cfg.fan_in_cap, input_sign=in_sign, recurrent_sign=rec_sign,
+                      input_init_std=in_std, recurrent_init_std=cfg.init_gain / h ** 0.5, seed=seed)
+        if cfg.kind == "lif":
+            return SparseLIFRecurrent(n_in, h, p, **common)
+        n_alif = cfg.alif_count(l)
+        return SparseALIFRecurrent(n_in, h - n_alif, n_alif, p, beta=cfg.beta, tau_adapt_inv=cfg.tau_adapt_inv,
+                                   **common)
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [T, B, n_features] (time-major), lengths int [B] or None -> logits [T, B, n_classes].
+
+        Also records per-layer spike rates of this forward (padding excluded), see
+        :meth:`spike_statistics` and :meth:`firing_rate_loss`."""
+        check_time_major(x, self.n_features, "SequenceModel")
+        lengths = check_lengths(lengths, x.shape[0], x.shape[1], "SequenceModel")
+        rates, stats = [], {}
+        h = x
+        for l, layer in enumerate(self.layers):
+            if isinstance(layer, Bidirectional):
+                h, _ = layer(h, lengths)
+            else:
+                h, _ = layer(h)
+            if self.cfg.kind != "lstm":
+                r = masked_mean_rate(h, lengths)  # [N] spikes per step, differentiable
+                rates.append(r)
+                stats[f"layer{l}"] = float(r.detach().mean()) if r.numel() else 0.0
+        self._rates, self.last_stats = rates, stats
+        return self.readout(h)
+
+    # ----------------------------------------------------------------------------- parameters
+    def _layer_matrices(self, prefix: str, layer: nn.Module) -> Dict[str, SparseMatrix]:
+        if isinstance(layer, Bidirectional):
+            out = {}
+            out.update(self._layer_matrices(f"{prefix}.forward", layer.forward_layer))
+            out.update(self._layer_matrices(f"{prefix}.backward", layer.backward_layer))
+            return out
+        if isinstance(layer, SparseLSTM):
+            return {name.replace("w_ih", f"{prefix}.w_in").replace("w_hh", f"{prefix}.w_rec"): m
+                    for name, m in layer.matrices().items()}
+        out = {f"{prefix}.w_in": layer.w_in}
+        if layer.w_rec is not None:
+            out[f"{prefix}.w_rec"] = layer.w_rec
+        return out
+
+    def sparse_matrices(self) -> Dict[str, SparseMatrix]:
+        """All DEEP R matrices by stable name, in layer order (readout last)."""
+        out: Dict[str, SparseMatrix] = {}
+        for l, layer in enumerate(self.layers):
+            out.update(self._layer_matrices(f"layer{l}", layer))
+        if self.readout.w is not None:
+            out["readout"] = self.readout.w
+        return out
+
+    def dense_parameters(self) -> List[nn.Parameter]:
+        """Trainable parameters that are not DEEP R magnitudes (biases, a dense readout weight)."""
+        sparse = {id(m.theta) for m in self.sparse_matrices().values()}
+        return [p for p in self.parameters() if id(p) not in sparse]
+
+    def connectivity_report(self) -> List[dict]:
+        """Per matrix: name, active, possible, connectivity, max_fan_in, max_fan_out, fan_in_cap."""
+        report = []
+        for name, m in self.sparse_matrices().items():
+            s = m.statistics()
+            report.append({"name": name, "shape": list(m.shape), **{k: s[k] for k in (
+                "active", "possible", "connectivity", "max_fan_in", "max_fan_out", "fan_in_cap")}})
+        return report
+
+    def to_dense(self) -> Dict[str, torch.Tensor]:
+        """Dense weight matrix per sparse matrix name (inspection only: O(n_out * n_in) memory)."""
+        return {name: m.to_dense() for name, m in self.sparse_matrices().items()}
+
+    # ----------------------------------------------------------------------------- spikes
+    def spike_statistics(self) -> Dict[str, dict]:
+        """Per spiking layer of the last forward: mean rate (spikes/step), rate in Hz, silent fraction."""
+        out = {}
+        for l, r in enumerate(self._rates):
+            r = r.detach()
+            out[f"layer{l}"] = {"mean_rate": float(r.mean()), "mean_rate_hz": float(r.mean()) / self.cfg.dt,
+                                "silent_fraction": float((r == 0).float().mean()), "neurons": int(r.numel())}
+        return out
+
+    def firing_rate_loss(self, target_rate: float) -> torch.Tensor:
+        """LSNN rate regulariser: mean over all spiking neurons of (rate - target_rate)^2.
+
+        Rates are spikes per time step (probability; 10 Hz at dt = 1 ms is 0.01), averaged over the
+        time and batch of the last forward with padding excluded. Zero for LSTM models."""
+        if self.cfg.kind == "lstm":
+            return torch.zeros(())
+        if not self._rates:
+            raise RuntimeError("SequenceModel.firing_rate_loss: call forward() first")
+        rates = torch.cat(self._rates)
+        return ((rates - target_rate) ** 2).mean()
+
+    # ----------------------------------------------------------------------------- export
+    def to_spec(self) -> NetworkSpec:
+        """The framework-neutral description read by the Lava converter (unidirectional models only)."""
+        cfg = self.cfg
+        if cfg.bidirectional:
+            raise ValueError(
+                "SequenceModel.to_spec: bidirectional models cannot be converted — the backward layer "
+                "needs the whole sequence before its first output, which cannot run online on Lava/Loihi. "
+                "Train with bidirectional=False to deploy.")
+        layers = []
+        for l, layer in enumerate(self.layers):
+            name = f"layer{l}"
+            if isinstance(layer, SparseLSTM):
+                w_ih, w_hh = _merge_rows(list(layer.w_ih)), _merge_rows(list(layer.w_hh))
+                bias = (layer.bias.detach().float().cpu().numpy() if layer.bias is not None
+                        else np.zeros(4 * layer.hidden_size, np.float32))
+                layers.append(LSTMLayerSpec(name=name, hidden=layer.hidden_size, w_ih=w_ih, w_hh=w_hh, bias=bias))
+                continue
+            common = dict(name=name, n=layer.hidden_size, w_in=_weights(layer.w_in),
+                          w_rec=None if layer.w_rec is None else _weights(layer.w_rec),
+                          tau_syn_inv=float(layer.tau_syn_inv), tau_mem_inv=float(layer.tau_mem_inv),
+                          v_th=float(layer.v_th), v_leak=float(layer.v_leak), v_reset=float(layer.v_reset))
+            if isinstance(layer, SparseALIFRecurrent):
+                layers.append(ALIFLayerSpec(**common, beta=layer.beta.detach().float().cpu().numpy(),
+                                            tau_adapt_inv=float(layer.tau_adapt_inv)))
+            else:
+                layers.append(LIFLayerSpec(**common))
+        ro = self.readout
+        if ro.w is not None:
+            weights = _weights(ro.w)
+        else:
+            dense = ro.weight.detach().float().cpu().numpy()
+            rows, cols = np.divmod(np.arange(dense.size), dense.shape[1])
+            weights = SparseWeights(dense.shape, rows, cols, dense.reshape(-1))
+        bias = ro.bias.detach().float().cpu().numpy() if ro.bias is not None else np.zeros(ro.n_classes, np.float32)
+        if isinstance(ro, LIReadout):
+            readout = ReadoutSpec("li", weights, bias, tau_syn_inv=float(ro.tau_syn_inv),
+                                  tau_mem_inv=float(ro.tau_mem_inv), v_leak=float(ro.v_leak))
+        else:
+            readout = ReadoutSpec("linear", weights, bias)
+        return NetworkSpec(n_input=self.n_features, dt=cfg.dt, layers=layers, readout=readout,
+                           n_classes=self.n_classes)
+
+
+def _weights(m: SparseMatrix) -> SparseWeights:
+    return SparseWeights(m.shape, m.rows.cpu().numpy(), m.cols.cpu().numpy(),
+                         m.weight_values().detach().float().cpu().numpy())
+
+
+def _merge_rows(mats: List[SparseMatrix]) -> SparseWeights:
+    """Stack matrices vertically (per-gate LSTM matrices -> one [4H, in] matrix), keeping entries."""
+    if len(mats) == 1:
+        return _weights(mats[0])
+    parts = [_weights(m) for m in mats]
+    offsets = np.cumsum([0] + [m.n_out for m in mats[:-1]])
+    return SparseWeights((sum(m.n_out for m in mats), mats[0].n_in),
+                         np.concatenate([p.rows + o for p, o in zip(parts, offsets)]),
+                         np.concatenate([p.cols for p in parts]),
+                         np.concatenate([p.values for p in parts]))
+
+
+def _as_config(cfg) -> ModelConfig:
+    if isinstance(cfg, ModelConfig):
+        cfg.validate()
+        return cfg
+    try:  # omegaconf DictConfig (structured or plain)
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(cfg):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(cfg, dict):
+        return ModelConfig(**cfg)
+    raise TypeError(f"SequenceModel: expected a ModelConfig, got {type(cfg).__name__}")
