@@ -126,10 +126,7 @@ class DeepR(torch.optim.Optimizer):
                 continue
             keep = ~rem
             moves = m.rewire(keep, m.sample_dormant(n_new, self.generator, keep))
-            state = self.state[m.theta]
-            for key, value in state.items():
-                if torch.is_tensor(value) and value.shape == rem.shape:
-                    state[key] = moves.apply(value)  # removed entries' state dropped, new ones start at 0
+            moves.carry(self.state[m.theta])  # removed entries' state dropped, new ones start at 0
         self._check_budget(mats)
 
     def _split_deficit(self, mats: List[SparseMatrix], removed: List[torch.Tensor], deficit: int) -> List[int]:

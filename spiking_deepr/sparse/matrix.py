@@ -50,6 +50,12 @@ class Rewiring(NamedTuple):
         out[~self.is_new] = values[self.keep]
         return out
 
+    def carry(self, state: dict) -> None:
+        """Apply to every per-entry tensor of an optimizer's state for this matrix, in place."""
+        for key, value in list(state.items()):
+            if torch.is_tensor(value) and value.shape == self.keep.shape:
+                state[key] = self.apply(value)
+
 
 class SparseMatrix(nn.Module):
     """A DEEP R sparse matrix of shape [n_out, n_in] with exactly ``nnz`` active entries.
