@@ -24,7 +24,7 @@ How an utterance is made:
 * **Variation**: per speaker vocal-tract length factor (0.84-1.22, scaling all formants), pitch (male ~115 Hz,
   female ~205 Hz), per-phone formant offsets ("accent"), speaking rate and a channel colouring; per token
   formant and duration jitter; per utterance pitch declination, loudness and additive coloured noise
-  (3-20 dB SNR).
+  (0-18 dB SNR).
 """
 
 from __future__ import annotations
@@ -182,11 +182,11 @@ def _realisations(cls: str) -> list[tuple[tuple[str, ...], float]]:
 def make_grammar(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Seeded bigram over :data:`CLASSES`: (initial probabilities [38], transition matrix [38, 38]).
 
-    Rows mix a consonant/vowel alternation prior with sparse Dirichlet(0.2) preferences.
+    Rows mix a consonant/vowel alternation prior with sparse Dirichlet(0.1) preferences.
     """
     n = len(CLASSES)
     is_v = np.array([c in VOWELS for c in CLASSES])
-    trans = rng.dirichlet(np.full(n, 0.2), size=n)
+    trans = rng.dirichlet(np.full(n, 0.1), size=n)
     for i in range(n):
         cat = np.where(is_v, 0.2 if is_v[i] else 0.7, 0.8 if is_v[i] else 0.3)
         trans[i] = 0.9 * trans[i] * cat + 0.1 * cat / cat.sum()
@@ -289,7 +289,7 @@ def _cascade(freqs: np.ndarray, formants: np.ndarray, bandwidths: np.ndarray) ->
 def render(rng: np.random.Generator, labels: list[str], spk: Speaker) -> tuple[np.ndarray, list[tuple]]:
     """Synthesise one utterance -> (int16 audio [n_samples], .PHN segments [(begin, end, label61)])."""
     srng = np.random.default_rng(spk.seed)  # speaker constants: accent per label, channel colouring
-    accent = {lab: np.exp(srng.normal(0, 0.09, 3)) for lab in SPECS}
+    accent = {lab: np.exp(srng.normal(0, 0.12, 3)) for lab in SPECS}
     freqs = np.linspace(0, SR / 2, N_FFT // 2 + 1)
     channel = np.ones_like(freqs)
     for _ in range(3):
@@ -371,7 +371,7 @@ def render(rng: np.random.Generator, labels: list[str], spk: Speaker) -> tuple[n
     bg = _istft(_stft(rng.standard_normal(n_samples + WIN), n_frames) * (np.maximum(freqs, 50) / 1000.0) ** bg_tilt,
                 n_samples)
     rms = np.sqrt(np.mean(speech ** 2)) + 1e-9
-    snr_db = rng.uniform(3, 20)
+    snr_db = rng.uniform(0, 18)
     audio = speech + bg * rms / (np.sqrt(np.mean(bg ** 2)) + 1e-9) / 10 ** (snr_db / 20)
     audio *= rng.uniform(0.25, 0.7) * 32767 / (np.abs(audio).max() + 1e-9)
     segments = [(int(bounds[i]), int(bounds[i + 1]), lab) for i, lab in enumerate(labels)]

@@ -95,8 +95,14 @@ class Utterance:
 
 
 def _children(directory: Path) -> dict[str, Path]:
-    """Upper-cased entry name -> path for the entries of ``directory``."""
-    return {p.name.upper(): p for p in sorted(directory.iterdir())}
+    """Upper-cased entry name -> path for the entries of ``directory``.
+
+    If names differ only in case (``SA1.WAV`` and ``SA1.wav``), the first in sorted order (upper case) wins.
+    """
+    out: dict[str, Path] = {}
+    for p in sorted(directory.iterdir()):
+        out.setdefault(p.name.upper(), p)
+    return out
 
 
 def _subdir(parent: Path, name: str) -> Optional[Path]:

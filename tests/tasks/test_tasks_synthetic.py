@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from tasks import TaskConfig, build_task, phones
-from tasks.synthetic import MANIFEST, SIZES, generate_corpus, realise
+from tasks.synthetic import CLASSES, MANIFEST, SIZES, generate_corpus, realise
 from tasks.timit import read_phn, scan_corpus
 
 
@@ -33,7 +33,6 @@ def test_layout_and_files(tiny_corpus):
 
 def test_realisations_fold_back():
     rng = np.random.default_rng(0)
-    from tasks.synthetic import CLASSES
     for cls in CLASSES:
         for _ in range(20):
             labels = realise(rng, [cls])[1:-1]
