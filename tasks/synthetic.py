@@ -478,6 +478,8 @@ def build_synthetic_timit(cfg: TaskConfig) -> Task:
 
     root = generate_corpus(cfg.path if cfg.path is not None else default_path(cfg.size, cfg.seed),
                            cfg.size, cfg.seed)
-    return load_timit(root, features=cfg.features, label_set=cfg.label_set, cache_dir=cfg.cache_dir,
+    task = load_timit(root, features=cfg.features, label_set=cfg.label_set, cache_dir=cfg.cache_dir,
                       dev_speakers=cfg.dev_speakers, test_speakers=cfg.test_speakers,
                       allow_partial=cfg.allow_partial, name=cfg.name)
+    task.info["synthetic"] = {"size": cfg.size, "seed": cfg.seed, "generator_version": GENERATOR_VERSION}
+    return task

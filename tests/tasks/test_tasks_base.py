@@ -38,6 +38,15 @@ def test_unknown_name_and_structured_config():
 
 
 def test_smoke_task_is_learnable():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny GRU: one thread avoids oversubscription on a shared machine
+    try:
+        _train_and_check_smoke()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_check_smoke():
     task = build_task(TaskConfig(name="smoke", size="tiny", seed=0))
     assert (task.n_features, task.n_classes, task.sequence_task) == (9, 4, False)
     x, y, seq = task.train[0]
