@@ -208,9 +208,15 @@ class SparseMatrix(nn.Module):
         passed when already known (it must equal ``signs_at(indices)``).
         """
         self.indices = indices
-        self.theta.data = theta.to(self.theta.dtype)
+        dtype = self.theta.dtype
+        if theta.numel() != self.theta.numel():
+            # autograd caches theta's gradient accumulator with its old shape while any earlier graph
+            # is alive; assigning data of another dtype is PyTorch's documented trigger to drop it.
+            other = torch.float64 if dtype != torch.float64 else torch.float32
+            self.theta.data = torch.empty(0, dtype=other, device=self.theta.device)
+        self.theta.data = theta.to(dtype)
         self.theta.grad = None
-        self.sign = (self.signs_at(indices) if sign is None else sign).to(self.theta.dtype)
+        self.sign = (self.signs_at(indices) if sign is None else sign).to(dtype)
         self._structure = None
 
     @torch.no_grad()

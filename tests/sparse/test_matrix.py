@@ -102,3 +102,19 @@ def test_memory_is_o_k():
     s = m.structure()
     assert s.crow.numel() == 20_001 and s.cols.numel() == m.nnz
     assert math.isclose(m.statistics()["connectivity"], 0.0005, rel_tol=1e-3)
+
+
+def test_backward_after_k_changes_while_an_old_graph_is_alive():
+    # Global budgets, soft-DEEP R and pruning change K between steps; the previous step's graph
+    # (e.g. a loss tensor still referenced by the training loop) must not pin theta's old shape.
+    from spiking_deepr.sparse import sparse_linear
+
+    m = SparseMatrix(20, 20, nnz=40, seed=0)
+    old = sparse_linear(torch.randn(3, 20), m).sum()
+    old.backward()
+    keep = torch.ones(40, dtype=torch.bool)
+    keep[:5] = False
+    m.rewire(keep, torch.empty(0, dtype=torch.int64))
+    new = sparse_linear(torch.randn(3, 20), m).sum()
+    new.backward()
+    assert m.theta.grad.shape == (35,) and m.theta.dtype == torch.float32 and old is not None

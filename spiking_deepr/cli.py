@@ -1,0 +1,149 @@
+"""``sdr``: the command line of spiking_deepr.
+
+    sdr train [key=value ...] [--resume RUN_DIR]     train a model (see conf/ and spiking_deepr.config)
+    sdr evaluate RUN_DIR [--split test]             evaluate a run's checkpoint
+    sdr sweep [key=value ...]                       accuracy vs connectivity table for several algorithms
+    sdr convert RUN_DIR [--profile loihi2]          Loihi resource report (resources.json)
+    sdr simulate RUN_DIR [--precision float|fixed]  run the network in Lava, compare with PyTorch
+    sdr demo [key=value ...]                        the whole path on the built-in synthetic corpus
+
+Every command writes machine-readable JSON beside its human-readable output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+from . import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdr", description="DEEP R training of sparse recurrent networks and "
+                                "their conversion to Intel Lava / Loihi.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Overrides are omegaconf dotlists, e.g. "
+                                       "`sdr train model=lsnn rewiring.connectivity=0.05 train.epochs=3 run.dir=runs/x`.")
+    p.add_argument("--version", action="version", version=f"sdr (spiking_deepr) {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model; writes a run directory")
+    t.add_argument("overrides", nargs="*", help="key=value config overrides (preset=, task=, model=, hardware= select YAML)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+
+    e = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a split")
+    e.add_argument("run_dir")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+
+    s = sub.add_parser("sweep", help="accuracy vs connectivity for DEEP R and baselines (Markdown + PNG)")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--out", default="runs/sweep", help="directory for the sweep's runs, table and plot")
+    s.add_argument("--models", nargs="+", default=["lstm", "lsnn"])
+    s.add_argument("--algorithms", nargs="+", default=["deepr", "fixed", "magnitude_pruning", "soft_deepr"])
+    s.add_argument("--connectivity", nargs="+", type=float, default=[0.01, 0.05, 0.1, 1.0])
+
+    c = sub.add_parser("convert", help="map a trained run onto a Loihi profile; writes resources.json")
+    c.add_argument("run_dir")
+    c.add_argument("--profile", default="loihi2")
+
+    m = sub.add_parser("simulate", help="run a trained run in Lava's simulator; writes lava_eval.json")
+    m.add_argument("run_dir")
+    m.add_argument("--precision", default="float", choices=["float", "fixed"])
+    m.add_argument("--samples", type=int, default=8, help="test sequences to simulate")
+    m.add_argument("--timeout", type=float, default=600.0, help="seconds before the Lava run is stopped")
+
+    d = sub.add_parser("demo", help="synthetic corpus -> DEEP R LSNN under the Loihi 2 fan-in cap -> Lava")
+    d.add_argument("overrides", nargs="*")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # raised by norse's import
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    from .config import ConfigError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except (ConfigError, FileNotFoundError, FileExistsError) as err:
+        print(f"sdr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    if args.resume:
+        if args.overrides:
+            print("sdr train: --resume continues a run with its saved config; overrides are not allowed", file=sys.stderr)
+            return 2
+        summary = train(resume=Path(args.resume))
+    else:
+        summary = train(load_config(args.overrides))
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    test = summary["test"]
+    print(f"test frame accuracy {test['frame_accuracy']:.4f}  loss {test['loss']:.4f}"
+          + (f"  sequence accuracy {test['sequence_accuracy']:.4f}" if test.get("sequence_accuracy") is not None else ""))
+    for layer in summary["layers"]:
+        print(f"  {layer['name']:<16} active {layer['active']:>9,} / {layer['possible']:>11,} "
+              f"({layer['connectivity']:.2%})  max fan-in {layer['max_fan_in']}"
+              + (f" (cap {layer['fan_in_cap']})" if layer.get("fan_in_cap") else ""))
+
+
+def _evaluate(args) -> int:
+    from .checkpoint import atomic_write_json
+    from .train import evaluate, load_run
+
+    cfg, task, model = load_run(Path(args.run_dir))
+    result = {"split": args.split, **evaluate(model, task, args.split, cfg.train.eval_batch_size)}
+    out = Path(args.run_dir) / f"eval_{args.split}.json"
+    atomic_write_json(out, result)
+    print(json.dumps(result, indent=2))
+    print(f"written {out}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from .sweep import sweep
+
+    sweep(args.overrides, Path(args.out), args.models, args.algorithms, args.connectivity)
+    return 0
+
+
+def _convert(args) -> int:
+    from lava_backend.commands import convert_run
+
+    report = convert_run(Path(args.run_dir), args.profile)
+    return 0 if report["fits"] else 1
+
+
+def _simulate(args) -> int:
+    from lava_backend.commands import simulate_run
+
+    simulate_run(Path(args.run_dir), args.precision, args.samples, args.timeout)
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import demo
+
+    demo(args.overrides)
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "sweep": _sweep, "convert": _convert,
+             "simulate": _simulate, "demo": _demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Structured configuration: dataclasses validated by omegaconf, YAML presets in ``conf/``, CLI dotlists.
+
+A run is described by one :class:`Config` with the groups ``task``, ``model``, ``rewiring``,
+``optim``, ``train``, ``hardware`` and ``run``. :func:`load_config` builds it in this order:
+
+1. the dataclass defaults;
+2. ``preset=NAME`` — ``conf/NAME.yaml`` (e.g. ``timit_lsnn``, ``demo``), if given;
+3. group selections ``task=NAME`` and ``model=NAME`` — ``conf/GROUP/NAME.yaml``
+   (``sdr train model=lsnn task=npz``); ``hardware=NAME`` is short for ``hardware.profile=NAME``
+   (a profile in ``conf/hardware/``);
+4. the remaining ``key=value`` dotlist overrides (``rewiring.connectivity=0.05 train.epochs=3``).
+
+Unknown keys and values of the wrong type are rejected by omegaconf; :func:`validate` then checks
+ranges and choices, naming the field, what was expected and what was found.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tasks.base import TaskConfig
+
+from .model import ModelConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("task", "model")
+ALGORITHMS = ("deepr", "soft_deepr", "fixed", "dense", "magnitude_pruning")
+
+
+@dataclass
+class RewiringConfig:
+    """How the sparse matrices are trained.
+
+    algorithm: ``deepr`` (hard budget, the library's method), ``soft_deepr`` (budget on average),
+        ``fixed`` (random sparse, never rewired), ``dense`` (every entry active, no rewiring) or
+        ``magnitude_pruning`` (Han et al. 2015: start dense, prune the smallest |w| to the budget).
+    connectivity: fraction of admissible entries active in every rewired matrix (the budget K);
+        the model's per-matrix overrides (e.g. a denser readout) still apply.
+    temperature: DEEP R temperature T (noise std sqrt(2 lr T) per step).
+    l1: L1 coefficient alpha.
+    global_budget: one K over all matrices instead of one per matrix.
+    adam: use Adam directions (DeepRAdam) instead of plain gradient steps.
+    prune_start_epoch, prune_end_epoch: magnitude pruning ramps the budget from dense to
+        ``connectivity`` between these epochs (cubic schedule of Zhu & Gupta 2017), then fine-tunes.
+    """
+
+    algorithm: str = "deepr"
+    connectivity: float = 0.1
+    temperature: float = 0.0
+    l1: float = 1e-4
+    global_budget: bool = False
+    adam: bool = True
+    prune_start_epoch: int = 0
+    prune_end_epoch: int = 2
+
+
+@dataclass
+class OptimConfig:
+    """Learning rate and Adam settings shared by the rewiring optimizer and the dense parameters."""
+
+    lr: float = 3e-3
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: Optional[float] = 1.0
+    lr_decay: float = 1.0  # multiply lr by this after every epoch
+
+
+@dataclass
+class TrainConfig:
+    """Training loop.
+
+    firing_rate_target / firing_rate_weight: LSNN regulariser weight * mean((rate - target)^2), rate in
+        spikes per step (0 weight disables it).
+    threads: torch and numba threads (None: leave the defaults).
+    max_batches_per_epoch: cap for quick runs (None: the whole training set).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    seed: int = 0
+    firing_rate_target: float = 0.02
+    firing_rate_weight: float = 0.0
+    threads: Optional[int] = None
+    max_batches_per_epoch: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class HardwareConfig:
+    """Target neuromorphic chip. With ``profile`` set and ``cap_fan_in`` true, every matrix is trained
+    under the profile's fan-in cap, so `sdr convert` for that profile always fits."""
+
+    profile: Optional[str] = None
+    cap_fan_in: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes: ``dir`` (default ``runs/<UTC timestamp>``)."""
+
+    dir: Optional[str] = None
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rewiring: RewiringConfig = field(default_factory=RewiringConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the field."""
+
+
+def load_config(overrides: Sequence[str] = (), base: Optional[DictConfig] = None) -> DictConfig:
+    """Build a validated config from presets and ``key=value`` overrides (see module docstring)."""
+    cfg = OmegaConf.structured(Config) if base is None else base
+    plain: List[str] = []
+    try:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            key, value = item.split("=", 1)
+            if key == "preset":
+                cfg = OmegaConf.merge(cfg, _read_yaml(CONF_DIR / f"{value}.yaml", "preset"))
+            elif key == "hardware":
+                plain.append(f"hardware.profile={value}")
+            elif key in GROUPS:
+                cfg = OmegaConf.merge(cfg, {key: _read_yaml(CONF_DIR / key / f"{value}.yaml", key)})
+            else:
+                plain.append(item)
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(plain))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        message = str(err).split("\n")[0]
+        raise ConfigError(f"invalid configuration{f' at {key}' if key else ''}: {message}") from None
+    validate(cfg)
+    return cfg
+
+
+def _read_yaml(path: Path, what: str) -> DictConfig:
+    if not path.is_file():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"{what} {path.stem!r} not found: no {path}; available: {', '.join(choices) or 'none'}")
+    return OmegaConf.load(path)
+
+
+def _require(ok: bool, key: str, expected: str, found) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, found {found!r}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and choice checks that types alone cannot express."""
+    r, o, t = cfg.rewiring, cfg.optim, cfg.train
+    _require(r.algorithm in ALGORITHMS, "rewiring.algorithm", f"one of {ALGORITHMS}", r.algorithm)
+    _require(0.0 < r.connectivity <= 1.0, "rewiring.connectivity", "a fraction in (0, 1]", r.connectivity)
+    _require(r.temperature >= 0, "rewiring.temperature", ">= 0", r.temperature)
+    _require(r.l1 >= 0, "rewiring.l1", ">= 0", r.l1)
+    _require(0 <= r.prune_start_epoch <= r.prune_end_epoch, "rewiring.prune_start_epoch",
+             "0 <= prune_start_epoch <= prune_end_epoch", (r.prune_start_epoch, r.prune_end_epoch))
+    if r.algorithm == "soft_deepr":
+        _require(r.temperature > 0 and r.l1 > 0 and r.connectivity < 1, "rewiring",
+                 "temperature > 0, l1 > 0 and connectivity < 1 for soft_deepr",
+                 dict(temperature=r.temperature, l1=r.l1, connectivity=r.connectivity))
+    _require(o.lr > 0, "optim.lr", "> 0", o.lr)
+    _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two values in [0, 1)", list(o.betas))
+    _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "> 0 or null", o.grad_clip)
+    _require(0 < o.lr_decay <= 1, "optim.lr_decay", "in (0, 1]", o.lr_decay)
+    _require(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
+    _require(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
+    _require(t.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", t.eval_batch_size)
+    _require(t.firing_rate_weight >= 0, "train.firing_rate_weight", ">= 0", t.firing_rate_weight)
+    _require(t.threads is None or t.threads >= 1, "train.threads", ">= 1 or null", t.threads)
+    _require(t.max_batches_per_epoch is None or t.max_batches_per_epoch >= 1, "train.max_batches_per_epoch",
+             ">= 1 or null", t.max_batches_per_epoch)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,96 @@
+"""`sdr sweep`: test accuracy vs connectivity for DEEP R and the baselines, as Markdown, JSON and PNG.
+
+For every model kind and algorithm and every connectivity below 100 %, one run is trained with the
+same settings (``overrides`` apply to all); the 100 % column is one dense run per model. Runs that
+already have a summary.json are reused, so an interrupted sweep continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from .checkpoint import atomic_write_json
+from .config import load_config
+
+LABELS = {"deepr": "DEEP R", "soft_deepr": "soft-DEEP R", "fixed": "fixed random sparse",
+          "magnitude_pruning": "magnitude pruning", "dense": "dense"}
+
+
+def sweep(overrides: Sequence[str], out: Path, models: Sequence[str], algorithms: Sequence[str],
+          connectivities: Sequence[float]) -> Dict:
+    from .train import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    results: List[Dict] = []
+    for model in models:
+        for algo in algorithms:
+            for p in connectivities:
+                if p >= 1.0:
+                    continue
+                results.append(_one(train, overrides, out, model, algo, p))
+        if any(p >= 1.0 for p in connectivities):
+            results.append(_one(train, overrides, out, model, "dense", 1.0))
+    table = markdown(results, models, algorithms, connectivities)
+    (out / "sweep.md").write_text(table + "\n")
+    atomic_write_json(out / "sweep.json", {"overrides": list(overrides), "results": results})
+    plot(results, out / "sweep.png")
+    print(table)
+    print(f"written {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}")
+    return {"results": results}
+
+
+def _one(train, overrides, out: Path, model: str, algo: str, p: float) -> Dict:
+    run_dir = out / f"{model}_{algo}_{p:g}"
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+    elif (run_dir / "checkpoint.pt").exists():
+        summary = train(resume=run_dir)
+    else:
+        cfg = load_config([f"model={model}", *overrides, f"rewiring.algorithm={algo}",
+                           f"rewiring.connectivity={p}", f"run.dir={run_dir}"])
+        print(f"[sweep] {model} {algo} {p:g} -> {run_dir}", flush=True)
+        summary = train(cfg)
+    active = sum(l["active"] for l in summary["layers"])
+    possible = sum(l["possible"] for l in summary["layers"])
+    return {"model": model, "algorithm": algo, "connectivity": p, "overall_connectivity": active / possible,
+            "test_frame_accuracy": summary["test"]["frame_accuracy"], "run_dir": str(run_dir)}
+
+
+def markdown(results: List[Dict], models, algorithms, connectivities) -> str:
+    cols = sorted(set(connectivities))
+    lines = ["| model | algorithm | " + " | ".join(f"{p:.0%}" for p in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    acc = {(r["model"], r["algorithm"], r["connectivity"]): r["test_frame_accuracy"] for r in results}
+    for model in models:
+        for algo in algorithms:
+            cells = []
+            for p in cols:
+                key = (model, "dense" if p >= 1.0 else algo, p)
+                cells.append(f"{acc[key]:.3f}" if key in acc else "–")
+            lines.append(f"| {model} | {LABELS.get(algo, algo)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: List[Dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in results})
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = [r for r in results if r["model"] == model]
+        dense = [r for r in rows if r["algorithm"] == "dense"]
+        for algo in sorted({r["algorithm"] for r in rows} - {"dense"}):
+            pts = sorted((r["connectivity"], r["test_frame_accuracy"]) for r in rows if r["algorithm"] == algo)
+            ax.plot([p for p, _ in pts], [a for _, a in pts], marker="o", label=LABELS.get(algo, algo))
+        if dense:
+            ax.axhline(dense[0]["test_frame_accuracy"], color="k", ls="--", label="dense")
+        ax.set_xscale("log"), ax.set_xlabel("connectivity"), ax.set_ylabel("test frame accuracy")
+        ax.set_title(model), ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

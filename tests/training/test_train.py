@@ -1,0 +1,141 @@
+"""Training runs: run directory contents, resume equals an uninterrupted run, checkpoints, CLI, npz data."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from spiking_deepr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from spiking_deepr.cli import main as sdr
+from spiking_deepr.config import load_config
+from spiking_deepr.train import train
+
+from .stocks import write_stocks_npz
+
+QUICK = ["task=smoke", "task.size=tiny", "model=lif", "model.hidden=[24]", "train.batch_size=32",
+         "train.max_batches_per_epoch=3", "train.progress=false", "rewiring.temperature=1e-4"]
+
+
+def _metrics(run_dir: Path):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("wall_s", None)
+    return rows
+
+
+def test_run_directory_contents(tmp_path):
+    run = tmp_path / "run"
+    summary = train(load_config([*QUICK, "train.epochs=2", f"run.dir={run}"]))
+    for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "summary.json", "curves.png", "connectivity.png"):
+        assert (run / name).is_file(), name
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert set(on_disk["test"]) >= {"frame_accuracy", "sequence_accuracy", "loss"}
+    assert on_disk["test"]["sequence_accuracy"] is None  # frame-labelled task
+    assert on_disk["epochs"] == 2 and on_disk["wall_s"] > 0
+    for layer in on_disk["layers"]:
+        assert set(layer) >= {"name", "active", "possible", "connectivity", "max_fan_in", "fan_in_cap"}
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "valid_frame_accuracy", "connectivity", "rewired"} <= set(rows[0])
+    # DEEP R kept every matrix at its budget
+    assert rows[0]["active"] == rows[1]["active"]
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    base = [*QUICK, "train.epochs=3"]
+    expected = train(load_config([*base, f"run.dir={full}"]))
+    train(load_config([*base, f"run.dir={part}"]), stop_after_epoch=0)
+    assert len(_metrics(part)) == 1
+    resumed = train(resume=part)
+    assert _metrics(part) == _metrics(full)
+    assert resumed["test"] == expected["test"]
+    a, b = load_checkpoint(full / "checkpoint.pt"), load_checkpoint(part / "checkpoint.pt")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.parametrize("algorithm", ["soft_deepr", "fixed", "dense", "magnitude_pruning"])
+def test_baselines_run(tmp_path, algorithm):
+    extra = ["rewiring.temperature=1e-3", "rewiring.l1=1e-2"] if algorithm == "soft_deepr" else []
+    summary = train(load_config([*QUICK, "train.epochs=2", f"rewiring.algorithm={algorithm}",
+                                 "rewiring.prune_end_epoch=1", *extra, f"run.dir={tmp_path / algorithm}"]))
+    conn = {l["name"]: l["connectivity"] for l in summary["layers"]}
+    if algorithm == "dense":
+        assert all(c == 1.0 for c in conn.values())
+    if algorithm in ("fixed", "magnitude_pruning"):
+        assert conn["layer0.w_rec"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    train(load_config([*QUICK, "train.epochs=1", f"run.dir={run}"]))
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(load_config([*QUICK, "train.epochs=1", f"run.dir={run}"]))
+
+
+def test_checkpoints_are_atomic_and_corruption_is_reported(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"format": "spiking_deepr/1", "x": torch.ones(3)})
+    assert not [p for p in tmp_path.iterdir() if p.name != "checkpoint.pt"]  # no temp file left behind
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    torch.save({"weights": torch.ones(2)}, path)
+    with pytest.raises(CheckpointError, match="not a spiking_deepr checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_cli_train_evaluate_and_errors(tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert sdr(["train", *QUICK, "train.epochs=1", f"run.dir={run}"]) == 0
+    assert "test frame accuracy" in capsys.readouterr().out
+    assert sdr(["evaluate", str(run), "--split", "valid"]) == 0
+    result = json.loads((run / "eval_valid.json").read_text())
+    assert result["split"] == "valid" and 0 <= result["frame_accuracy"] <= 1
+    assert sdr(["train", "rewiring.connectivity=2"]) == 2
+    assert "rewiring.connectivity" in capsys.readouterr().err
+    assert sdr(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+def test_npz_real_dataset_sequence_labels(tmp_path):
+    data = write_stocks_npz(tmp_path / "stocks")
+    run = tmp_path / "stocks_run"
+    summary = train(load_config(["task=npz", f"task.path={data}", "model=lsnn", "model.hidden=[32]",
+                                 "model.n_alif=8", "train.epochs=2", "train.progress=false", f"run.dir={run}"]))
+    assert summary["task"] == "npz"
+    assert 0.0 <= summary["test"]["sequence_accuracy"] <= 1.0
+    assert summary["test"]["frame_accuracy"] > 0
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_result(tmp_path):
+    """SIGKILL a real `sdr train` after its first checkpoint, resume it, compare with a clean run."""
+    base = [*QUICK, "train.max_batches_per_epoch=6", "train.epochs=4"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    sdr_cmd = [sys.executable, "-m", "spiking_deepr.cli"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run([*sdr_cmd, "train", *base, f"run.dir={clean}"], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([*sdr_cmd, "train", *base, f"run.dir={killed}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "metrics.jsonl").exists() or \
+            (killed / "metrics.jsonl").exists() and not (killed / "metrics.jsonl").read_text().strip():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_metrics(killed))
+    assert 1 <= done < 4, "the kill should land mid-run"
+    subprocess.run([*sdr_cmd, "train", "--resume", str(killed)], check=True, env=env, capture_output=True)
+    assert _metrics(killed) == _metrics(clean)
+    a = json.loads((clean / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    assert a["test"] == b["test"] and a["layers"] == b["layers"]
