@@ -1,0 +1,164 @@
+"""Training-step speed of the sparse layers against their dense baselines, in the same run.
+
+One training step = forward over T steps + backward (+ a DEEP R step for the sparse layers;
+a plain SGD step for the dense baselines):
+
+- ``lif``:  SparseLIFRecurrent, N=4096 neurons, 1 % input and recurrent connectivity, T=100, B=32,
+  100 input features, against ``norse.torch.LIFRecurrent`` (dense, same sizes).
+- ``lstm``: SparseLSTM, H=512, 10 % connectivity, against ``torch.nn.LSTM``.
+
+Writes ``benchmarks/results/bench_layers.json`` and prints a Markdown table. ``--quick`` uses small
+sizes (a smoke run). Timings are medians of ``--repeat`` steps after a warm-up step.
+
+    python benchmarks/bench_layers.py [--quick] [--repeat 3] [--threads N] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
+
+import norse.torch as norse  # noqa: E402
+from norse.torch.functional.lif import LIFParameters  # noqa: E402
+
+from spiking_deepr.layers import SparseLIFRecurrent, SparseLSTM  # noqa: E402
+from spiking_deepr.rewiring import DeepR  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_layers.json"
+
+
+def _time(step, repeat: int):
+    step()  # warm-up (numba load, allocator)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def bench_lif(N, T, B, F, conn, repeat, profile=False):
+    p = LIFParameters(v_th=torch.as_tensor(1.0), method="super")
+    torch.manual_seed(0)
+    x = torch.rand(T, B, F) * (torch.rand(T, B, F) < 0.2)  # sparse-ish positive input
+    sparse = SparseLIFRecurrent(F, N, p, input_connectivity=conn, recurrent_connectivity=conn,
+                                input_init_std=6.0, recurrent_init_std=1.0, seed=0)
+    opt = DeepR([sparse.w_in, sparse.w_rec], lr=1e-3, temperature=1e-8)
+    rate = {}
+
+    def sparse_step():
+        opt.zero_grad()
+        z, _ = sparse(x)
+        z.sum().backward()
+        opt.step()
+        rate["sparse"] = float(z.mean())
+
+    dense = norse.LIFRecurrent(F, N, p=p)
+    with torch.no_grad():  # same weights as the sparse layer, densified
+        dense.input_weights.copy_(sparse.w_in.to_dense())
+        dense.recurrent_weights.copy_(sparse.w_rec.to_dense())
+    dopt = torch.optim.SGD(dense.parameters(), lr=1e-3)
+
+    def dense_step():
+        dopt.zero_grad()
+        z, _ = dense(x)
+        z.sum().backward()
+        dopt.step()
+        rate["dense"] = float(z.mean())
+
+    t_sparse, all_sparse = _time(sparse_step, repeat)
+    if profile:
+        _profile(sparse_step)
+    t_dense, all_dense = _time(dense_step, repeat)
+    return dict(layer="LIF recurrent", config=f"N={N}, conn={conn:g}, T={T}, B={B}, F={F}",
+                baseline="norse.torch.LIFRecurrent (dense)", sparse_s=t_sparse, dense_s=t_dense,
+                speedup=t_dense / t_sparse, sparse_runs=all_sparse, dense_runs=all_dense,
+                nnz_rec=sparse.w_rec.nnz, nnz_in=sparse.w_in.nnz, spike_rate=rate.get("sparse"))
+
+
+def bench_lstm(H, T, B, F, conn, repeat, profile=False):
+    torch.manual_seed(0)
+    x = torch.randn(T, B, F)
+    sparse = SparseLSTM(F, H, input_connectivity=conn, recurrent_connectivity=conn, seed=0)
+    opt = DeepR([sparse.w_ih[0], sparse.w_hh[0]], lr=1e-3, temperature=1e-8)
+    bopt = torch.optim.SGD([sparse.bias], lr=1e-3)
+
+    def sparse_step():
+        opt.zero_grad(), bopt.zero_grad()
+        h, _ = sparse(x)
+        h.sum().backward()
+        opt.step(), bopt.step()
+
+    dense = torch.nn.LSTM(F, H)
+    dopt = torch.optim.SGD(dense.parameters(), lr=1e-3)
+
+    def dense_step():
+        dopt.zero_grad()
+        h, _ = dense(x)
+        h.sum().backward()
+        dopt.step()
+
+    t_sparse, all_sparse = _time(sparse_step, repeat)
+    if profile:
+        _profile(sparse_step)
+    t_dense, all_dense = _time(dense_step, repeat)
+    return dict(layer="LSTM", config=f"H={H}, conn={conn:g}, T={T}, B={B}, F={F}",
+                baseline="torch.nn.LSTM (dense)", sparse_s=t_sparse, dense_s=t_dense,
+                speedup=t_dense / t_sparse, sparse_runs=all_sparse, dense_runs=all_dense,
+                nnz_rec=sparse.w_hh[0].nnz, nnz_in=sparse.w_ih[0].nnz)
+
+
+def _profile(step):
+    with torch.autograd.profiler.profile() as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch/numba threads (default: library default)")
+    ap.add_argument("--profile", action="store_true", help="print an autograd profile of one sparse step")
+    ap.add_argument("--only", choices=["lif", "lstm"], default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        import numba
+
+        numba.set_num_threads(args.threads)
+    rows = []
+    if args.only in (None, "lif"):
+        rows.append(bench_lif(*((512, 50, 8, 20, 0.05) if args.quick else (4096, 100, 32, 100, 0.01)),
+                              args.repeat, args.profile))
+    if args.only in (None, "lstm"):
+        rows.append(bench_lstm(*((128, 50, 8, 20, 0.1) if args.quick else (512, 100, 32, 100, 0.1)),
+                               args.repeat, args.profile))
+    import numba
+
+    meta = dict(torch=torch.__version__, norse=norse.__version__ if hasattr(norse, "__version__") else "1.1.0",
+                threads=torch.get_num_threads(), numba_threads=numba.get_num_threads(),
+                machine=platform.processor() or platform.machine(), quick=args.quick, repeat=args.repeat)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(meta=meta, results=rows), indent=2))
+    print(f"\n{meta}\n")
+    print("| layer | config | baseline | sparse step (s) | dense step (s) | speed-up |")
+    print("|---|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['layer']} | {r['config']} | {r['baseline']} | {r['sparse_s']:.3f} | {r['dense_s']:.3f} | "
+              f"{r['speedup']:.1f}x |")
+    print(f"\nwritten to {args.out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
