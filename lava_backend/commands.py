@@ -49,18 +49,39 @@ def torch_outputs(model, x: torch.Tensor, lengths: torch.Tensor) -> Tuple[List[n
     return layers, logits.transpose(0, 1).double().numpy()
 
 
+def import_lava_runtime() -> None:
+    """Import Lava's runtime even after numba or torch fixed the multiprocessing start method.
+
+    Lava calls ``multiprocessing.set_start_method('fork')`` when its runtime is first imported, which
+    raises if the method is already set — and numba's parallel kernels set it (to 'fork') on first use.
+    Clearing an already-'fork' default lets Lava set the very same method; anything else is refused."""
+    import multiprocessing
+    import sys
+
+    if "lava.magma.runtime.runtime" in sys.modules:
+        return
+    default = multiprocessing.context._default_context
+    current = default.get_start_method(allow_none=True)
+    if current not in (None, "fork"):
+        raise RuntimeError(f"Lava needs the 'fork' multiprocessing start method, but {current!r} is already set")
+    default._actual_context = None
+    import lava.magma.runtime.runtime  # noqa: F401
+
+
 def simulate_run(run_dir: Path, precision: str = "float", samples: int = 8, timeout: float = 600.0) -> Dict:
     """Run the first ``samples`` test sequences through Lava and through PyTorch; writes lava_eval.json.
 
     Reports frame accuracy of both (on labelled frames, folded for scoring like training),
     ``spike_agreement`` (fraction of equal (neuron, step) spike values over valid steps of all
     spiking layers; for LSTMs the fraction of outputs within 1e-5), ``prediction_agreement`` (frames
-    where both predict the same class) and Lava's ``steps_per_second``."""
+    where both predict the same class) and Lava's ``steps_per_second``. Also kept as
+    ``lava_eval_<precision>.json`` so float and fixed results live side by side."""
     from spiking_deepr.train import load_run
     from tasks.base import collate_time_major
 
     from .simulate import simulate
 
+    import_lava_runtime()
     cfg, task, model = load_run(run_dir)
     n = min(samples, len(task.test))
     if n < 1:
@@ -90,9 +111,10 @@ def simulate_run(run_dir: Path, precision: str = "float", samples: int = 8, time
         "lava_steps": int(result.lava_steps),
     }
     report["accuracy_drop"] = report["torch_frame_accuracy"] - report["lava_frame_accuracy"]
-    atomic_write_json(Path(run_dir) / "lava_eval.json", report)
+    for name in ("lava_eval.json", f"lava_eval_{precision}.json"):  # the latest, and one per precision
+        atomic_write_json(Path(run_dir) / name, report)
     print(json.dumps(report, indent=2))
-    print(f"written {Path(run_dir) / 'lava_eval.json'}")
+    print(f"written {Path(run_dir) / 'lava_eval.json'} (and lava_eval_{precision}.json)")
     return report
 
 
