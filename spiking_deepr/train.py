@@ -52,7 +52,9 @@ def model_config_for(cfg: DictConfig) -> DictConfig:
     if cfg.hardware.profile and cfg.hardware.cap_fan_in:
         from lava_backend.hardware import fan_in_cap
 
-        cap = fan_in_cap(cfg.hardware.profile)
+        # The profile caps a neuron's *total* fan-in; a recurrent layer's neuron is fed by two
+        # matrices (input and recurrent), each capped on its own, so each gets half.
+        cap = max(1, fan_in_cap(cfg.hardware.profile) // 2)
         mcfg.fan_in_cap = cap if mcfg.fan_in_cap is None else min(cap, mcfg.fan_in_cap)
     return mcfg
 

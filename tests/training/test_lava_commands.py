@@ -1,0 +1,72 @@
+"""`sdr convert` / `sdr simulate` on a run trained from user npz data, and the fan-in cap contract:
+training under a profile's cap always converts for that profile; without it, conversion is refused."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spiking_deepr.cli import main as sdr
+
+from .stocks import write_stocks_npz
+
+LOIHI2 = Path(__file__).resolve().parents[2] / "conf" / "hardware" / "loihi2.yaml"
+
+
+def _tight_profile(tmp_path: Path, max_fan_in: int) -> Path:
+    profile = yaml.safe_load(LOIHI2.read_text())
+    profile.update(name="tight", max_fan_in=max_fan_in)
+    path = tmp_path / "tight.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stocks_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("npzrun")
+    data = write_stocks_npz(tmp / "stocks")
+    run = tmp / "run"
+    assert sdr(["train", "task=npz", f"task.path={data}", "model=lsnn", "model.hidden=[40]", "model.n_alif=10",
+                "train.epochs=1", "train.progress=false", f"run.dir={run}"]) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_convert_and_simulate_a_run_trained_on_npz_data(stocks_run):
+    assert sdr(["convert", str(stocks_run), "--profile", "loihi2"]) == 0
+    resources = json.loads((stocks_run / "resources.json").read_text())
+    assert {"profile", "fits", "cores", "neurons", "synapses", "max_fan_in", "violations", "layers"} <= set(resources)
+    assert resources["fits"] and resources["neurons"] >= 40 + 6
+
+    assert sdr(["simulate", str(stocks_run), "--precision", "float", "--samples", "6"]) == 0
+    float_eval = json.loads((stocks_run / "lava_eval_float.json").read_text())
+    assert {"precision", "samples", "torch_frame_accuracy", "lava_frame_accuracy", "spike_agreement",
+            "steps_per_second"} <= set(float_eval)
+    assert float_eval["spike_agreement"] >= 0.999
+    assert float_eval["prediction_agreement"] >= 0.999
+
+    assert sdr(["simulate", str(stocks_run), "--precision", "fixed", "--samples", "6"]) == 0
+    fixed_eval = json.loads((stocks_run / "lava_eval.json").read_text())
+    assert fixed_eval["precision"] == "fixed" and 0 <= fixed_eval["lava_frame_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_training_under_a_profile_cap_always_converts(tmp_path):
+    profile = _tight_profile(tmp_path, max_fan_in=10)
+    base = ["task=smoke", "task.size=tiny", "model=lif", "model.hidden=[30]", "train.epochs=1",
+            "train.max_batches_per_epoch=2", "train.progress=false", "rewiring.temperature=0.01"]
+    capped, free = tmp_path / "capped", tmp_path / "free"
+    # each matrix capped at 10 // 2 = 5 inputs per neuron: input + recurrent <= 10
+    assert sdr(["train", *base, "rewiring.connectivity=0.15", "model.readout_connectivity=0.15",
+                f"hardware.profile={profile}", f"run.dir={capped}"]) == 0
+    assert sdr(["convert", str(capped), "--profile", str(profile)]) == 0
+    report = json.loads((capped / "resources.json").read_text())
+    assert report["fits"] and report["max_fan_in"] <= 10
+
+    # no cap and denser: ~19 inputs per neuron
+    assert sdr(["train", *base, "rewiring.connectivity=0.5", f"run.dir={free}"]) == 0
+    assert sdr(["convert", str(free), "--profile", str(profile)]) == 1
+    report = json.loads((free / "resources.json").read_text())
+    assert not report["fits"]
+    fan_in = [v for v in report["violations"] if "fan" in v["what"]]
+    assert fan_in and all(v["value"] > v["limit"] == 10 for v in fan_in)
