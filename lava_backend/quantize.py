@@ -29,9 +29,10 @@ Representation (all integers; "state units" = the integer units of u and v):
   with ``b = input_bits`` (default 8, signed; Lava's CPU models carry up to 24-bit graded
   payloads), ``x_scale = input_max / (2**(b-1) - 1)``; x_scale is folded into the first
   layer's weights.
-* **Readout**: own scale S_R such that the calibrated (or bounded) max |v| (li) or |y|
-  (linear) is 2**22; ``y_int = v + out_bias_int`` (li) or ``a_in + out_bias_int`` (linear),
-  dequantised ``y = y_int / S_R``.
+* **Readout**: own scale S_R. li: the calibrated (or bounded) max |v| maps to 2**22 (and
+  S_R is lowered if the largest weight would not fit m = 127 at weight_exp = 7);
+  ``y_int = v + out_bias_int``. linear: ``y_int = a_in + out_bias_int`` is no 24-bit state,
+  so S_R maps the largest |w| to m = 127 at weight_exp = 6. Dequantised ``y = y_int / S_R``.
 
 ``fake_quantize`` returns a NetworkSpec with the dequantised (effective) weights and
 parameters, for quantisation-aware fine-tuning in PyTorch.
@@ -53,6 +54,7 @@ from lava_backend.params import ConversionError, LavaForm, lava_form
 WEIGHT_MIN, WEIGHT_MAX = -128, 127
 WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -1, 7
 GRADED_EXP_MIN = -8
+LINEAR_EXP = 6
 VTH_MANT_MIN, VTH_MANT_MAX = 2 ** 12, 2 ** 15
 VTH_MANT_LIMIT = 2 ** 17 - 1
 BIAS_MANT_LIMIT = 4095
@@ -304,6 +306,14 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
         B = float(absw.max(initial=0.0))
     B = max(B, 1e-9)
     SR = STATE_TARGET / B
+    wmax_ro = float(np.abs(rs.weights.values).max()) if rs.weights.nnz else 0.0
+    if ro.kind == "li" and wmax_ro > 0 and ro.dv > 0:
+        # never clip: the largest weight must fit m = 127 at weight_exp = 7
+        SR = min(SR, WEIGHT_MAX * 2.0 ** (7 + WEIGHT_EXP_MAX) / (ro.dv * wmax_ro))
+    if ro.kind == "linear":
+        # y = a_in + bias is not a 24-bit neuron state: use the full 8-bit mantissas at
+        # weight_exp = LINEAR_EXP (one m-unit = 2**(1 + LINEAR_EXP) output units)
+        SR = WEIGHT_MAX * 2.0 ** (1 + LINEAR_EXP) / wmax_ro if wmax_ro > 0 else 1.0
     if ro.kind == "li":
         wq = quantize_matrix(rs.weights, SR * ro.dv, act_shift=6)
         bm, be = _bias(SR * ro.bias_v, "readout")

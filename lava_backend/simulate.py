@@ -36,20 +36,119 @@ class LavaRunError(RuntimeError):
     """The Lava run raised (message carries the child's traceback)."""
 
 
-def run_graph(graph) -> dict:
-    """Run a built LavaGraph in this process; the runtime is always stopped. Returns timings."""
+def run_graph(graph, timeout: Optional[float] = None) -> dict:
+    """Run a built LavaGraph in this process; the runtime is always stopped. Returns timings.
+
+    Lava 0.10 hangs when a ProcessModel raises (the failing worker never finishes and the
+    runtime waits forever). This package's ProcessModels write their traceback to an error
+    directory; a watchdog thread polls it (and the ``timeout``), kills the Lava workers this
+    run started, and interrupts the main thread with SIGUSR1, whose handler raises
+    LavaRunError / LavaTimeoutError even inside Lava's blocking channel wait. The runtime is
+    then torn down without ``stop()`` (whose handshake would block on the dead workers).
+    From a non-main thread the workers are killed but the wait cannot be interrupted: use
+    ``simulate(isolate=True)`` there.
+    """
+    import threading
+
     from lava.magma.core.run_conditions import RunSteps
 
+    from lava_backend.processes.common import ERROR_DIR_ENV
+
     root = graph.root
+    errdir = tempfile.mkdtemp(prefix="lava_err_")
+    old_env = os.environ.get(ERROR_DIR_ENV)
+    os.environ[ERROR_DIR_ENV] = errdir          # inherited by the forked Lava workers
     t0 = time.perf_counter()
     try:
         root.create_runtime(run_cfg=graph.run_cfg())
-        t1 = time.perf_counter()
+    finally:
+        if old_env is None:
+            os.environ.pop(ERROR_DIR_ENV, None)
+        else:
+            os.environ[ERROR_DIR_ENV] = old_env
+    rt = root.runtime
+    t1 = time.perf_counter()
+    done = threading.Event()
+    reason = {}
+    clean = False
+    main = threading.current_thread() is threading.main_thread()
+    main_id = threading.main_thread().ident
+
+    def watchdog():
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.1):
+            errs = [f for f in os.listdir(errdir) if f.startswith("error_")]
+            if errs:
+                with open(os.path.join(errdir, errs[0])) as f:
+                    reason["error"] = f.read()
+            elif deadline is not None and time.monotonic() > deadline:
+                reason["timeout"] = True
+            else:
+                continue
+            _kill_actors(rt)
+            if main:
+                signal.pthread_kill(main_id, signal.SIGUSR1)
+            return
+
+    def on_usr1(signum, frame):
+        if "error" in reason:
+            raise LavaRunError("a Lava ProcessModel raised:\n" + reason["error"])
+        raise LavaTimeoutError(f"Lava run did not finish within {timeout} s")
+
+    old = signal.signal(signal.SIGUSR1, on_usr1) if main else None
+    th = threading.Thread(target=watchdog, daemon=True)
+    th.start()
+    try:
         root.run(condition=RunSteps(num_steps=graph.num_steps))
+        clean = True
         t2 = time.perf_counter()
     finally:
-        stop_runtime(root)
+        done.set()
+        th.join()
+        if main:
+            signal.signal(signal.SIGUSR1, old)
+        if clean:
+            stop_runtime(root)
+        else:
+            _teardown(rt)
+        shutil.rmtree(errdir, ignore_errors=True)
     return {"compile_seconds": t1 - t0, "run_seconds": t2 - t1}
+
+
+def _pid_running(pid) -> bool:
+    """True if ``pid`` exists and is not a zombie (does not reap it)."""
+    if pid is None:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _kill_actors(rt) -> None:
+    """SIGKILL the worker processes this runtime started (only those)."""
+    for a in list(rt._messaging_infrastructure.actors):
+        if a.pid is not None and _pid_running(a.pid):
+            try:
+                os.kill(a.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _teardown(rt) -> None:
+    """Tear a failed runtime down without the stop() handshake."""
+    _kill_actors(rt)
+    try:
+        rt._messaging_infrastructure.stop()   # joins (dead) workers, shuts shared memory
+    except Exception:  # noqa: BLE001
+        pass
+    rt._is_running = False
+    rt._is_started = False
+    try:
+        rt._watchdog_manager.stop()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def stop_runtime(proc) -> None:
@@ -62,7 +161,7 @@ def stop_runtime(proc) -> None:
 def _child(graph, outdir):
     os.setsid()  # own process group: the parent can kill every Lava worker at once
     try:
-        timing = run_graph(graph)
+        timing = run_graph(graph)  # the parent enforces the timeout
         with open(os.path.join(outdir, "timing.json"), "w") as f:
             json.dump(timing, f)
         os._exit(0)
@@ -120,7 +219,7 @@ def simulate(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant
             with open(os.path.join(workdir, "timing.json")) as f:
                 timing = json.load(f)
         else:
-            timing = run_graph(graph)
+            timing = run_graph(graph, timeout=timeout)
         total = time.perf_counter() - t0
         res = graph.collect()
     finally:

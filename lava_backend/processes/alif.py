@@ -32,7 +32,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_backend.processes.common import (clip_v, effective_bias, lava_decay, reset_mask,
+from lava_backend.processes.common import (clip_v, guarded, effective_bias, lava_decay, reset_mask,
                                            wrap_u)
 
 
@@ -113,6 +113,7 @@ class PyALIFModelFloat(PyLoihiProcessModel):
     rho: np.ndarray = LavaPyType(np.ndarray, float)
     dth: np.ndarray = LavaPyType(np.ndarray, float)
 
+    @guarded
     def run_spk(self):
         a = self.a_in.recv()
         r = self.a_rec.recv()
@@ -157,6 +158,7 @@ class PyALIFModelBitAcc(PyLoihiProcessModel):
     rho: np.ndarray = LavaPyType(np.ndarray, float)
     dth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
 
+    @guarded
     def run_spk(self):
         a = self.a_in.recv().astype(np.int64)
         r = self.a_rec.recv().astype(np.int64)

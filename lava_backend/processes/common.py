@@ -49,3 +49,29 @@ def effective_bias(bias_mant, bias_exp):
     be = np.asarray(bias_exp, dtype=np.int64)
     return np.where(be >= 0, np.left_shift(bm, np.maximum(be, 0)),
                     np.right_shift(bm, np.maximum(-be, 0)))
+
+
+ERROR_DIR_ENV = "LAVA_BACKEND_ERROR_DIR"
+
+
+def guarded(run_spk):
+    """Decorator for run_spk: on an exception write the traceback to
+    ``$LAVA_BACKEND_ERROR_DIR/error_<pid>.txt`` (the host watchdog polls it, because Lava 0.10
+    itself hangs when a ProcessModel raises), then re-raise."""
+    import functools
+    import os
+    import traceback
+
+    @functools.wraps(run_spk)
+    def wrapper(self):
+        try:
+            return run_spk(self)
+        except Exception:
+            d = os.environ.get(ERROR_DIR_ENV)
+            if d:
+                with open(os.path.join(d, f"error_{os.getpid()}.txt"), "w") as f:
+                    f.write(f"{type(self).__name__} at time step {self.time_step}:\n")
+                    f.write(traceback.format_exc())
+            raise
+
+    return wrapper

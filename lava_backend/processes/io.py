@@ -13,6 +13,8 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from lava_backend.processes.common import guarded
+
 
 class SequenceSource(AbstractProcess):
     """Graded input source: sends row ``data[time_step - 1]`` every step.
@@ -47,6 +49,7 @@ class _AbstractSourceModel(PyLoihiProcessModel):
         self._fault = proc_params.get("fault_step", None)
         self._zeros = np.zeros(self._data.shape[1], dtype=self._dtype)
 
+    @guarded
     def run_spk(self):
         if self._fault is not None and self.time_step == self._fault:
             raise RuntimeError(f"SequenceSource: injected fault at step {self.time_step}")
@@ -123,6 +126,7 @@ class _AbstractSinkModel(PyLoihiProcessModel):
         self._path = p["path"]
         self._buf = np.zeros((int(p["num_steps"]), int(p["shape"][0])), dtype=p["dtype"])
 
+    @guarded
     def run_spk(self):
         x = self.a_in.recv()
         g = self.time_step - self._offset

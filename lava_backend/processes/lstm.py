@@ -23,7 +23,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_backend.processes.common import reset_mask
+from lava_backend.processes.common import guarded, reset_mask
 
 
 def sigmoid(x):
@@ -74,6 +74,7 @@ class PyLSTMModelFloat(PyLoihiProcessModel):
     c: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
 
+    @guarded
     def run_spk(self):
         a = self.a_in.recv()
         r = self.a_rec.recv()

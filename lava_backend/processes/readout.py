@@ -24,7 +24,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_backend.processes.common import (clip_v, effective_bias, lava_decay, reset_mask,
+from lava_backend.processes.common import (clip_v, guarded, effective_bias, lava_decay, reset_mask,
                                            wrap_u)
 
 
@@ -86,6 +86,7 @@ class PyReadoutModelFloat(PyLoihiProcessModel):
     bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
     out_bias: np.ndarray = LavaPyType(np.ndarray, float)
 
+    @guarded
     def run_spk(self):
         a = self.a_in.recv()
         if self.proc_params["kind"] == "linear":
@@ -116,6 +117,7 @@ class PyReadoutModelBitAcc(PyLoihiProcessModel):
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=3)
     out_bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=32)
 
+    @guarded
     def run_spk(self):
         a = self.a_in.recv().astype(np.int64)
         if self.proc_params["kind"] == "linear":

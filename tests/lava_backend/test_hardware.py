@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from spiking_deepr.export import LIFLayerSpec, NetworkSpec, ReadoutSpec, SparseWeights
+from lava_backend.hardware import (HardwareLimitError, ProfileError, check_fits, fan_in_cap,
+                                   load_profile, map_network)
+
+BASE = dict(name="tiny", neurons_per_core=2, synapse_bits_per_core=1000,
+            input_axons_per_core=16, output_axons_per_core=16, cores_per_chip=8,
+            weight_bits=8, max_fan_in=5, synapse_group_size=64, synapse_group_header_bits=10,
+            synapse_word_bits=64, synapse_delay_bits=0, synapse_tag_bits=0,
+            synapse_index_bits=0)
+
+
+def dense(n_out, n_in, v=0.5):
+    r, c = np.nonzero(np.ones((n_out, n_in)))
+    return SparseWeights(shape=(n_out, n_in), rows=r, cols=c, values=np.full(r.size, v))
+
+
+def net(n_in=2, n=3, w_rec=None):
+    layer = LIFLayerSpec(name="l0", n=n, w_in=dense(n, n_in), w_rec=w_rec, tau_syn_inv=200.0,
+                         tau_mem_inv=100.0, v_th=1.0)
+    ro = ReadoutSpec(kind="li", weights=dense(1, n), bias=np.zeros(1), tau_syn_inv=200.0,
+                     tau_mem_inv=100.0)
+    return NetworkSpec(n_input=n_in, dt=1e-3, layers=[layer], readout=ro)
+
+
+def test_profiles_load_and_cap():
+    for name in ("loihi1", "loihi2"):
+        p = load_profile(name)
+        assert p.neurons_per_core == 1024 and p.weight_bits == 8
+        # row of one synapse costs a 64-bit word -> 16384 by memory, 4096 by input axons
+        assert fan_in_cap(p) == 4096
+    assert load_profile("loihi1").cores_per_chip == 128
+    assert load_profile("loihi2").cores_per_chip == 120
+
+
+def test_profile_errors(tmp_path):
+    with pytest.raises(ProfileError, match="unknown hardware profile"):
+        load_profile("loihi7")
+    bad = dict(BASE)
+    del bad["synapse_bits_per_core"]
+    with pytest.raises(ProfileError, match="synapse_bits_per_core"):
+        load_profile(bad)
+    f = tmp_path / "p.yaml"
+    f.write_text("name: x\nneurons_per_core: 10\n")
+    with pytest.raises(ProfileError, match="missing field"):
+        load_profile(str(f))
+    with pytest.raises(ProfileError, match="not found"):
+        load_profile(str(tmp_path / "nope.yaml"))
+
+
+def test_hand_computed_mapping():
+    rep = map_network(net(), BASE)
+    assert rep["fits"] and rep["violations"] == []
+    # layer: 3 neurons, 2 per core -> 2 cores; readout 1 core
+    assert rep["cores"] == 3 and rep["neurons"] == 4
+    assert rep["synapses"] == 3 * 2 + 3 and rep["max_fan_in"] == 3
+    l0, ro = rep["layers"]
+    c0, c1 = l0["core_list"]
+    # core 0: 2 input axons, 2 synapses each -> ceil((10 + 2*8)/64)*64 = 64 bits per axon
+    assert (c0["neurons"], c0["axons"], c0["bits"]) == (2, 2, 128)
+    assert (c1["neurons"], c1["axons"], c1["bits"]) == (1, 2, 128)
+    # readout core: 3 axons with one synapse -> 3 * 64 bits
+    assert ro["core_list"][0]["bits"] == 192 and ro["core_list"][0]["axons"] == 3
+    # each layer neuron projects to one core (the readout's): out axons 2 and 1
+    assert (c0["out_axons"], c1["out_axons"]) == (2, 1)
+
+
+def test_recurrent_out_axons_and_memory_split():
+    prof = dict(BASE, neurons_per_core=4, synapse_bits_per_core=256)
+    rep = map_network(net(n_in=2, n=4, w_rec=dense(4, 4)), prof)
+    # each neuron: 2 input + 4 recurrent sources; one neuron alone = 6 axons * 64 = 384 > 256
+    v = [x for x in rep["violations"] if x["what"] == "synapse_bits"]
+    assert v and v[0]["layer"] == "l0" and v[0]["limit"] == 256
+    assert v[0]["value"] == 384
+
+
+def test_fan_in_violation_list():
+    rep = map_network(net(n_in=8, n=3), BASE)   # fan-in 8 > max_fan_in 5
+    assert not rep["fits"]
+    fi = [v for v in rep["violations"] if v["what"] == "fan_in"]
+    assert [(v["layer"], v["neuron"], v["value"], v["limit"]) for v in fi] == \
+        [("l0", 0, 8, 5), ("l0", 1, 8, 5), ("l0", 2, 8, 5)]
+    with pytest.raises(HardwareLimitError) as ei:
+        check_fits(net(n_in=8, n=3), BASE)
+    msg = str(ei.value)
+    assert "layer 'l0' neuron 2: fan_in = 8 > limit 5" in msg
+    assert ei.value.report["violations"] == rep["violations"]
+
+
+def test_core_count_violation():
+    rep = map_network(net(n_in=2, n=20), dict(BASE, cores_per_chip=4))
+    assert any(v["what"] == "cores" and v["value"] == 11 for v in rep["violations"])
+
+
+def test_lsnn_fits_loihi():
+    from netgen import lsnn_spec
+    spec = lsnn_spec(n=400, n_adapt=100, n_input=39, classes=39, density=0.1)
+    rep = check_fits(spec, "loihi1")
+    assert rep["fits"] and rep["cores"] >= 2
