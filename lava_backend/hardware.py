@@ -23,10 +23,9 @@ Violations (per neuron that cannot fit even alone, per core over a limit, fan-in
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import List, Union
 
 import numpy as np
 

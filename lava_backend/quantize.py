@@ -46,8 +46,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from spiking_deepr.export import (ALIFLayerSpec, LIFLayerSpec, LSTMLayerSpec, NetworkSpec,
-                                  ReadoutSpec, SparseWeights)
+from spiking_deepr.export import ALIFLayerSpec, NetworkSpec, SparseWeights
 
 from lava_backend.params import ConversionError, LavaForm, lava_form
 

@@ -7,7 +7,6 @@ import pytest
 
 from netgen import lsnn_spec, rand_input
 
-from spiking_deepr.export import LIFLayerSpec
 from lava_backend.params import ConversionError, lava_form
 from lava_backend.quantize import (fake_quantize, quantize_matrix, quantize_network)
 from lava_backend.reference import reference_fixed, reference_float
