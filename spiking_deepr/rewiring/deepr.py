@@ -37,7 +37,60 @@ from ..sparse.matrix import SparseMatrix
 MatrixGroups = Union[Iterable[SparseMatrix], Iterable[dict]]
 
 
-class DeepR(torch.optim.Optimizer):
+class MatrixOptimizer(torch.optim.Optimizer):
+    """Base of the rewiring optimizers: torch.optim param groups over SparseMatrix objects.
+
+    Groups are given as SparseMatrix objects or ``{"matrices": [...], <hyper-parameters>}``; internally
+    each group's ``params`` are the matrices' ``theta`` Parameters (so torch.optim's state handling,
+    ``zero_grad`` and ``state_dict`` work), and the optimizer keeps a map back to the matrices. One
+    ``torch.Generator`` (noise, regrowth) is saved in ``state_dict()``.
+    """
+
+    def __init__(self, matrices: MatrixGroups, defaults: dict, seed: int) -> None:
+        self._matrix_of: Dict[int, SparseMatrix] = {}
+        groups = [self._unpack(group, defaults) for group in _as_groups(matrices)]
+        super().__init__(groups, defaults)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def _unpack(self, group: dict, defaults: dict) -> dict:
+        group = dict(group)
+        mats = list(group.pop("matrices"))
+        for m in mats:
+            if not isinstance(m, SparseMatrix):
+                raise TypeError(f"{type(self).__name__} rewires SparseMatrix objects, got {type(m).__name__}")
+            self._check_matrix(m)
+            self._matrix_of[id(m.theta)] = m
+        group["params"] = [m.theta for m in mats]
+        _check_hyper({**defaults, **group}, type(self).__name__)
+        return group
+
+    def _check_matrix(self, m: SparseMatrix) -> None:
+        """Hook: reject matrices this algorithm cannot handle."""
+
+    def matrices(self) -> List[SparseMatrix]:
+        return [self._matrix_of[id(p)] for g in self.param_groups for p in g["params"]]
+
+    def add_param_group(self, param_group: dict) -> None:
+        if "matrices" in param_group:  # public form; the base class calls this with "params"
+            param_group = self._unpack(param_group, self.defaults)
+        super().add_param_group(param_group)
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["rng_state"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        if "rng_state" not in state_dict:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing key 'rng_state' "
+                             f"(not a {type(self).__name__} state)")
+        rng = state_dict.pop("rng_state")
+        super().load_state_dict(state_dict)
+        self.generator.set_state(rng)
+
+
+class DeepR(MatrixOptimizer):
     """Hard DEEP R with plain gradient steps.
 
     Args:
@@ -51,38 +104,10 @@ class DeepR(torch.optim.Optimizer):
 
     def __init__(self, matrices: MatrixGroups, lr: float, temperature: float = 0.0, l1: float = 0.0,
                  *, global_budget: bool = False, seed: int = 0) -> None:
-        defaults = dict(lr=lr, temperature=temperature, l1=l1)
-        self._matrix_of: Dict[int, SparseMatrix] = {}
-        groups = []
-        for group in _as_groups(matrices):
-            group = dict(group)
-            mats = list(group.pop("matrices"))
-            for m in mats:
-                if not isinstance(m, SparseMatrix):
-                    raise TypeError(f"{type(self).__name__} rewires SparseMatrix objects, got {type(m).__name__}")
-                self._matrix_of[id(m.theta)] = m
-            group["params"] = [m.theta for m in mats]
-            _check_hyper({**defaults, **group}, type(self).__name__)
-            groups.append(group)
-        super().__init__(groups, defaults)
+        super().__init__(matrices, dict(lr=lr, temperature=temperature, l1=l1), seed)
         self.global_budget = bool(global_budget)
-        self.generator = torch.Generator().manual_seed(int(seed))
         self.total_budget = sum(m.nnz for m in self.matrices())
         self.last_rewired: List[int] = [0] * len(self.matrices())
-
-    # ----------------------------------------------------------------------------- public API
-    def matrices(self) -> List[SparseMatrix]:
-        return [self._matrix_of[id(p)] for g in self.param_groups for p in g["params"]]
-
-    def add_param_group(self, param_group: dict) -> None:
-        if "matrices" in param_group:  # public form; the base class calls this with "params"
-            group = dict(param_group)
-            mats = list(group.pop("matrices"))
-            for m in mats:
-                self._matrix_of[id(m.theta)] = m
-            group["params"] = [m.theta for m in mats]
-            param_group = group
-        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -162,31 +187,28 @@ class DeepR(torch.optim.Optimizer):
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         sd = super().state_dict()
-        sd["rng_state"] = self.generator.get_state()
         sd["global_budget"] = self.global_budget
         sd["total_budget"] = self.total_budget
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
-        try:
-            rng = state_dict.pop("rng_state")
-            global_budget = state_dict.pop("global_budget")
-            total_budget = state_dict.pop("total_budget")
-        except KeyError as err:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: missing key {err} (not a DEEP R state)") from None
-        if global_budget != self.global_budget:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: checkpoint has global_budget={global_budget}, "
+        name = type(self).__name__
+        for key in ("rng_state", "global_budget", "total_budget"):
+            if key not in state_dict:
+                raise ValueError(f"{name}.load_state_dict: missing key {key!r} (not a DEEP R state)")
+        if state_dict["global_budget"] != self.global_budget:
+            raise ValueError(f"{name}.load_state_dict: checkpoint has global_budget={state_dict['global_budget']}, "
                              f"this optimizer {self.global_budget}")
         for i, m in enumerate(self.matrices()):
             for key, value in state_dict["state"].get(i, {}).items():
                 if torch.is_tensor(value) and value.dim() == 1 and value.numel() != m.nnz:
                     raise ValueError(
-                        f"{type(self).__name__}.load_state_dict: state {key!r} of matrix {i} has {value.numel()} "
+                        f"{name}.load_state_dict: state {key!r} of matrix {i} has {value.numel()} "
                         f"entries but the matrix has {m.nnz} active (load the model checkpoint first)")
+        self.total_budget = state_dict.pop("total_budget")
+        del state_dict["global_budget"]
         super().load_state_dict(state_dict)
-        self.generator.set_state(rng)
-        self.total_budget = total_budget
 
 
 class DeepRAdam(DeepR):

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from ..sparse.matrix import SparseMatrix
-from .deepr import MatrixGroups, _as_groups, _check_hyper
+from .deepr import MatrixGroups, MatrixOptimizer
 
 
 def soft_deepr_theta_min(temperature: float, l1: float, connectivity: float) -> float:
@@ -37,7 +37,7 @@ def soft_deepr_theta_min(temperature: float, l1: float, connectivity: float) -> 
     return -temperature * (1 - connectivity) / (l1 * connectivity)
 
 
-class SoftDeepR(torch.optim.Optimizer):
+class SoftDeepR(MatrixOptimizer):
     """soft-DEEP R over SparseMatrix objects (dense parameter memory in the optimizer state).
 
     Args:
@@ -55,24 +55,11 @@ class SoftDeepR(torch.optim.Optimizer):
             theta_min = soft_deepr_theta_min(temperature, l1, connectivity)
         if not theta_min < 0:
             raise ValueError(f"SoftDeepR: theta_min must be negative, got {theta_min}")
-        defaults = dict(lr=lr, temperature=temperature, l1=l1, theta_min=theta_min)
-        self._matrix_of = {}
-        groups = []
-        for group in _as_groups(matrices):
-            group = dict(group)
-            mats = list(group.pop("matrices"))
-            for m in mats:
-                if m.fan_in_cap is not None or m.fan_out_cap is not None:
-                    raise ValueError("SoftDeepR cannot enforce fan-in/fan-out caps; use DeepR for capped matrices")
-                self._matrix_of[id(m.theta)] = m
-            group["params"] = [m.theta for m in mats]
-            _check_hyper({**defaults, **group}, "SoftDeepR")
-            groups.append(group)
-        super().__init__(groups, defaults)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        super().__init__(matrices, dict(lr=lr, temperature=temperature, l1=l1, theta_min=theta_min), seed)
 
-    def matrices(self):
-        return [self._matrix_of[id(p)] for g in self.param_groups for p in g["params"]]
+    def _check_matrix(self, m: SparseMatrix) -> None:
+        if m.fan_in_cap is not None or m.fan_out_cap is not None:
+            raise ValueError("SoftDeepR cannot enforce fan-in/fan-out caps; use DeepR for capped matrices")
 
     def _dense_theta(self, m: SparseMatrix, theta_min: float) -> torch.Tensor:
         state = self.state[m.theta]
@@ -104,15 +91,3 @@ class SoftDeepR(torch.optim.Optimizer):
                 active = torch.nonzero(dense > 0).squeeze(1)
                 m.set_active(active, dense[active])
         return loss
-
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd["rng_state"] = self.generator.get_state()
-        return sd
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        if "rng_state" not in state_dict:
-            raise ValueError("SoftDeepR.load_state_dict: missing 'rng_state' (not a SoftDeepR state)")
-        self.generator.set_state(state_dict.pop("rng_state"))
-        super().load_state_dict(state_dict)
