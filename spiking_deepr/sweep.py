@@ -13,6 +13,8 @@ from typing import Dict, List, Sequence
 from .checkpoint import atomic_write_json
 from .config import load_config
 
+# soft-DEEP R needs T > 0 (its theta_min = -T (1 - p) / (alpha p)); users may override it.
+ALGORITHM_DEFAULTS = {"soft_deepr": ["rewiring.temperature=1e-5"]}
 LABELS = {"deepr": "DEEP R", "soft_deepr": "soft-DEEP R", "fixed": "fixed random sparse",
           "magnitude_pruning": "magnitude pruning", "dense": "dense"}
 
@@ -48,7 +50,7 @@ def _one(train, overrides, out: Path, model: str, algo: str, p: float) -> Dict:
     elif (run_dir / "checkpoint.pt").exists():
         summary = train(resume=run_dir)
     else:
-        cfg = load_config([f"model={model}", *overrides, f"rewiring.algorithm={algo}",
+        cfg = load_config([f"model={model}", *ALGORITHM_DEFAULTS.get(algo, []), *overrides, f"rewiring.algorithm={algo}",
                            f"rewiring.connectivity={p}", f"run.dir={run_dir}"])
         print(f"[sweep] {model} {algo} {p:g} -> {run_dir}", flush=True)
         summary = train(cfg)
