@@ -113,3 +113,38 @@ def num_parts(rows: int) -> int:
     if threads == 1 or -(-rows // CHUNK) < 2 * threads:
         return 1
     return threads
+
+
+@nb.njit(**_jit)
+def spmm_events(crow_t, rows_t, vals_t, x, out):
+    """Event-driven out[r, :] = sum_{j: x[r, j] != 0} x[r, j] * W[:, j]  (W as CSR of Wᵀ: crow_t, rows_t,
+    vals_t). Work ∝ nonzeros of x × fan-out: the spike-driven product of a spiking layer."""
+    R, n_in = x.shape
+    for r in nb.prange(R):
+        out[r, :] = 0
+        for j in range(n_in):
+            a = x[r, j]
+            if a != 0:
+                for q in range(crow_t[j], crow_t[j + 1]):
+                    out[r, rows_t[q]] += a * vals_t[q]
+
+
+@nb.njit(**_jit)
+def sddmm_events(crow_t, rows_t, d, x, parts_t):
+    """Event-driven weight gradient in transposed (CSC) order: parts_t[p, q] partial sums of
+    g_t[q] = sum_{r: x[r, j] != 0} x[r, j] * d[r, rows_t[q]] for entry q of column j.
+
+    Each parallel task takes a block of rows r and its own partial (no atomics); the caller sums the
+    partials and maps CSC order back to CSR order."""
+    R, n_in = x.shape
+    n_parts = parts_t.shape[0]
+    per = (R + n_parts - 1) // n_parts
+    for p in nb.prange(n_parts):
+        g = parts_t[p]
+        g[:] = 0
+        for r in range(p * per, min(R, (p + 1) * per)):
+            for j in range(n_in):
+                a = x[r, j]
+                if a != 0:
+                    for q in range(crow_t[j], crow_t[j + 1]):
+                        g[q] += a * d[r, rows_t[q]]

@@ -12,6 +12,11 @@ ever computed at the K active positions: no dense [n_out, n_in] gradient is mate
 Backends: ``"numba"`` (CPU kernels in `_numba_kernels`, default on CPU) and ``"torch"`` (torch sparse
 CSR matmul and `torch.sparse.sampled_addmm`, used on GPUs and as a reference). Both are tested to
 agree with a dense masked product.
+
+Event-driven path (numba): when at most ``EVENT_DENSITY`` of the input entries are nonzero — the
+spikes of a spiking layer — the forward product and the weight gradient loop over the nonzero
+inputs only (work ∝ spikes × fan-out instead of rows × K). The input gradient δ W has a dense δ and
+always uses the row-parallel kernel.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import torch
 from .matrix import CSRStructure, SparseMatrix
 
 BACKENDS = ("auto", "numba", "torch")
+EVENT_DENSITY = 0.2  # nonzero fraction of x below which the numba backend goes event-driven
 
 
 def sparse_linear(x: torch.Tensor, matrix: SparseMatrix, backend: str = "auto") -> torch.Tensor:
@@ -55,20 +61,30 @@ class SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, values, structure: CSRStructure, n_out: int, backend: str):
-        ctx.save_for_backward(x, values)
-        ctx.structure, ctx.n_out, ctx.backend = structure, n_out, backend
+        x = x.detach().contiguous()
+        values_t = values.detach()[structure.perm_t]  # Wᵀ's values: event forward and input gradient
+        events = backend == "numba" and x.numel() > 0 and \
+            int(torch.count_nonzero(x)) <= EVENT_DENSITY * x.numel()
+        ctx.save_for_backward(x, values_t)
+        ctx.structure, ctx.backend, ctx.events = structure, backend, events
+        if events:
+            from . import _numba_kernels as nk
+
+            out = torch.empty(x.shape[0], n_out, dtype=x.dtype)
+            nk.spmm_events(structure.crow_t.numpy(), structure.rows_t.numpy(), values_t.numpy(), x.numpy(), out.numpy())
+            return out
         return _spmm(structure.crow, structure.cols, values, x, n_out, backend)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, values = ctx.saved_tensors
+        x, values_t = ctx.saved_tensors
         s, backend = ctx.structure, ctx.backend
         grad_y = grad_y.contiguous()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = _spmm(s.crow_t, s.rows_t, values[s.perm_t], grad_y, x.shape[1], backend)
+            grad_x = _spmm(s.crow_t, s.rows_t, values_t, grad_y, x.shape[1], backend)
         if ctx.needs_input_grad[1]:
-            grad_w = _sddmm(s, grad_y, x, backend)
+            grad_w = _sddmm_events(s, grad_y, x) if ctx.events else _sddmm(s, grad_y, x, backend)
         return grad_x, grad_w, None, None, None
 
 
@@ -105,6 +121,18 @@ def _csr(crow, cols, values, size) -> torch.Tensor:
     with warnings.catch_warnings():  # "CSR support is in beta" on every construction
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, size, check_invariants=False)
+
+
+def _sddmm_events(s: CSRStructure, grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Weight gradient for a sparse input x (event-driven, numba), float [K] in CSR order."""
+    from . import _numba_kernels as nk
+
+    parts = torch.empty(max(1, min(nk.numba.get_num_threads(), x.shape[0])), s.rows_t.numel(), dtype=x.dtype)
+    nk.sddmm_events(s.crow_t.numpy(), s.rows_t.numpy(), grad_y.numpy(), x.numpy(), parts.numpy())
+    g_t = parts[0] if parts.shape[0] == 1 else parts.sum(0)
+    g = torch.empty_like(g_t)
+    g[s.perm_t] = g_t
+    return g
 
 
 def dense_masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,

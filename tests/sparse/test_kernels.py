@@ -77,3 +77,39 @@ def test_wrong_input_shape_is_a_clear_error():
         sparse_linear(torch.randn(3, 5), m)
     with pytest.raises(ValueError, match="backend must be one of"):
         sparse_linear(torch.randn(3, 6), m, backend="cuda-magic")
+
+
+@pytest.mark.parametrize("rows", [1, 32, 400])
+def test_event_driven_path_equals_dense_path_on_spikes(rows, monkeypatch):
+    """Binary spike input below EVENT_DENSITY takes the event-driven kernels; results must not change."""
+    from spiking_deepr.sparse import kernels
+
+    torch.manual_seed(rows)
+    m = SparseMatrix(300, 250, connectivity=0.05, seed=rows).double()
+    x = (torch.rand(rows, 250) < 0.05).double()
+    g = torch.randn(rows, 300, dtype=torch.float64)
+    outs = {}
+    for threshold in (0.0, 1.0):  # 0: never event-driven, 1: always
+        monkeypatch.setattr(kernels, "EVENT_DENSITY", threshold)
+        xi = x.clone().requires_grad_(True)
+        y = sparse_linear(xi, m, "numba")
+        y.backward(g)
+        outs[threshold] = (y.detach(), xi.grad, m.theta.grad.clone())
+        m.theta.grad = None
+    for a, b in zip(outs[0.0], outs[1.0]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    weight, mask = _dense_reference(m)
+    torch.testing.assert_close(outs[1.0][0], dense_masked_linear(x, weight, mask), rtol=1e-12, atol=1e-12)
+
+
+def test_event_path_gradcheck():
+    from spiking_deepr.sparse import kernels
+
+    m = SparseMatrix(9, 11, connectivity=0.3, seed=4).double()
+    x = torch.zeros(6, 11, dtype=torch.float64)
+    x[torch.rand(6, 11) < 0.15] = 1.0
+    x.requires_grad_(True)
+    v = m.weight_values().detach().clone().requires_grad_(True)
+    assert int(torch.count_nonzero(x)) <= kernels.EVENT_DENSITY * x.numel()
+    fn = lambda x, v: SparseLinearFunction.apply(x, v, m.structure(), m.n_out, "numba")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, v))
