@@ -138,9 +138,19 @@ class LavaGraph:
         return self.processes["source"]
 
     def run_cfg(self):
+        """Loihi2SimCfg of this precision, with Lava's ``Sparse`` run by this package's
+        ``W @ s`` models (:mod:`lava_backend.processes.sparse`; Lava 0.10's own models build
+        a new scipy matrix per step for binary spikes)."""
         from lava.magma.core.run_configs import Loihi2SimCfg
+        from lava.proc.sparse.process import Sparse
 
-        return Loihi2SimCfg(select_tag="fixed_pt" if self.precision == "fixed" else "floating_pt")
+        from lava_backend.processes.sparse import PySparseDotModelBitAcc, PySparseDotModelFloat
+
+        fixed = self.precision == "fixed"
+        return Loihi2SimCfg(
+            select_tag="fixed_pt" if fixed else "floating_pt",
+            exception_proc_model_map={
+                Sparse: PySparseDotModelBitAcc if fixed else PySparseDotModelFloat})
 
     def collect(self) -> SimulationResult:
         """Read the sink files once and unpack them to PyTorch-aligned [N, T, ...] arrays."""

@@ -12,4 +12,6 @@ Processes (each module holds the Process and its ProcessModels):
 - :mod:`.lstm`    ``LSTM`` (``floating_pt``), torch.nn.LSTM gate order (i, f, g, o).
 - :mod:`.readout` ``Readout`` (Norse leaky integrator "li" or "linear"),
   ``floating_pt`` and ``fixed_pt`` models.
+- :mod:`.sparse`  ``W @ s`` ProcessModels for Lava's own ``Sparse`` (selected by
+  ``LavaGraph.run_cfg`` through ``exception_proc_model_map``).
 """

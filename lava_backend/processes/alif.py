@@ -32,8 +32,8 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_backend.processes.common import (clip_v, guarded, effective_bias, lava_decay, reset_mask,
-                                           wrap_u)
+from lava_backend.processes.common import (effective_bias, guarded, lava_decay_into,
+                                           reset_table, wrap_u_inplace)
 
 
 class ALIF(AbstractProcess):
@@ -113,25 +113,42 @@ class PyALIFModelFloat(PyLoihiProcessModel):
     rho: np.ndarray = LavaPyType(np.ndarray, float)
     dth: np.ndarray = LavaPyType(np.ndarray, float)
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        n = int(proc_params["shape"][0])
+        self._resets = reset_table(proc_params, n)   # {time_step: neuron indices}
+        self._t = np.empty(n)
+        self._s = np.empty(n, dtype=bool)
+
     @guarded
     def run_spk(self):
+        # Same floating-point operations in the same order as the reference expressions
+        # (u * (1 - du) + (a + r), ...), in place on buffers allocated once.
         a = self.a_in.recv()
         r = self.a_rec.recv()
-        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
-        if m is not None:
-            self.u[m] = 0.0
-            self.v[m] = self.v_init[m]
-            self.b[m] = 0.0
-            self.z_prev[m] = 0.0
-            r = np.where(m, 0.0, r)
-        du, dv, rho = self.du[0], self.dv[0], self.rho[0]
-        self.u[:] = self.u * (1 - du)
-        self.u[:] += a + r
-        self.v[:] = self.v * (1 - dv) + self.u + self.bias_mant
-        self.b[:] = rho * self.b + (1 - rho) * self.z_prev
-        s = self.v > self.vth[0] + self.beta * self.b
-        self.v[s] = 0
-        self.z_prev[:] = s
+        u, v, b, z, t, s = self.u, self.v, self.b, self.z_prev, self._t, self._s
+        idx = self._resets.get(self.time_step)
+        if idx is not None:
+            u[idx] = 0.0
+            v[idx] = self.v_init[idx]
+            b[idx] = 0.0
+            z[idx] = 0.0
+            r[idx] = 0.0                         # recv() returns a fresh array
+        rho = self.rho[0]
+        u *= 1 - self.du[0]
+        np.add(a, r, out=t)
+        u += t
+        v *= 1 - self.dv[0]
+        v += u
+        v += self.bias_mant
+        b *= rho
+        np.multiply(z, 1 - rho, out=t)
+        b += t
+        np.multiply(self.beta, b, out=t)
+        t += self.vth[0]
+        np.greater(v, t, out=s)
+        v[s] = 0
+        z[:] = s
         self.s_out.send(s)
 
 
@@ -158,25 +175,48 @@ class PyALIFModelBitAcc(PyLoihiProcessModel):
     rho: np.ndarray = LavaPyType(np.ndarray, float)
     dth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        n = int(proc_params["shape"][0])
+        self._resets = reset_table(proc_params, n)
+        self._x = np.empty(n, dtype=np.int64)
+        self._t = np.empty(n, dtype=np.int64)
+        self._t2 = np.empty(n, dtype=np.int64)
+        self._s = np.empty(n, dtype=bool)
+        self._bias = None          # bias_mant << bias_exp, from the Vars on the first step
+
     @guarded
     def run_spk(self):
-        a = self.a_in.recv().astype(np.int64)
-        r = self.a_rec.recv().astype(np.int64)
-        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
-        if m is not None:
-            self.u[m] = 0
-            self.v[m] = self.v_init[m]
-            self.b[m] = 0
-            self.z_prev[m] = 0
-            r = np.where(m, 0, r)
-        u = lava_decay(self.u, self.du[0] + 1) + np.left_shift(a + r, 6)
-        self.u[:] = wrap_u(u)
-        v = lava_decay(self.v, self.dv[0]) + self.u + effective_bias(self.bias_mant,
-                                                                      self.bias_exp)
-        self.v[:] = clip_v(v)
-        self.b[:] = np.minimum(lava_decay(self.b, self.dth[0]) + self.beta * self.z_prev,
-                               2 ** 23 - 1)
-        s = self.v > np.left_shift(self.vth[0], 6) + self.b
-        self.v[s] = 0
-        self.z_prev[:] = s
+        # Lava's PyLifModelBitAcc integer arithmetic (see common.lava_decay / wrap_u / clip_v)
+        # in place on int64 buffers allocated once.
+        a = self.a_in.recv()
+        r = self.a_rec.recv()
+        u, v, b, z = self.u, self.v, self.b, self.z_prev
+        x, t, t2, s = self._x, self._t, self._t2, self._s
+        if self._bias is None:
+            self._bias = effective_bias(self.bias_mant, self.bias_exp)
+        idx = self._resets.get(self.time_step)
+        if idx is not None:
+            u[idx] = 0
+            v[idx] = self.v_init[idx]
+            b[idx] = 0
+            z[idx] = 0
+            r[idx] = 0
+        np.add(a, r, out=x, dtype=np.int64)
+        np.left_shift(x, 6, out=x)
+        lava_decay_into(u, 4096 - (int(self.du[0]) + 1), u, t)
+        u += x
+        wrap_u_inplace(u, s)
+        lava_decay_into(v, 4096 - int(self.dv[0]), v, t)
+        v += u
+        v += self._bias
+        np.clip(v, -2 ** 23 + 1, 2 ** 23 - 1, out=v)
+        lava_decay_into(b, 4096 - int(self.dth[0]), b, t)
+        np.multiply(self.beta, z, out=t2)
+        b += t2
+        np.minimum(b, 2 ** 23 - 1, out=b)
+        np.add(b, int(self.vth[0]) << 6, out=t)
+        np.greater(v, t, out=s)
+        v[s] = 0
+        z[:] = s
         self.s_out.send(s)

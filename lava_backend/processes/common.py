@@ -25,6 +25,44 @@ def reset_mask(proc_params, time_step, n_total):
     return np.repeat(row, n_total // row.shape[0])
 
 
+def reset_table(proc_params, n_total):
+    """All reset steps at once: ``{time_step: int index array of the neurons to reset}``,
+    the same neurons ``reset_mask`` returns at that step (steps without resets are absent)."""
+    flags = proc_params.get("reset_flags", None)
+    if flags is None:
+        return {}
+    flags = np.asarray(flags, dtype=bool)
+    depth = int(proc_params.get("depth", 0))
+    per_lane = n_total // flags.shape[1]
+    table = {}
+    for g in np.flatnonzero(flags.any(axis=1)):
+        table[int(g) + depth] = np.flatnonzero(np.repeat(flags[g], per_lane))
+    return table
+
+
+def lava_decay_into(x, k, out, tmp):
+    """``out[:] = lava_decay(x, 4096 - k)`` with int64 buffers and no allocation:
+    ``x * k`` divided by 4096 rounded toward zero (``sign(d) * (|d| >> 12)``), computed as
+    ``(d + ((d >> 63) & 4095)) >> 12``. ``out`` may be ``x``; ``tmp`` must differ from both."""
+    np.multiply(x, k, out=out)
+    np.right_shift(out, 63, out=tmp)
+    np.bitwise_and(tmp, 4095, out=tmp)
+    np.add(out, tmp, out=out)
+    np.right_shift(out, 12, out=out)
+    return out
+
+
+def wrap_u_inplace(u, tmp_bool):
+    """``u[:] = wrap_u(u)`` in place (u > 2**23 -> u - 2**24; else u <= -2**23 -> u + 2**24;
+    a value lowered by the first rule is > -2**23, so the second rule cannot undo it)."""
+    m = 2 ** 23
+    np.greater(u, m, out=tmp_bool)
+    np.subtract(u, 2 * m, out=u, where=tmp_bool)
+    np.less_equal(u, -m, out=tmp_bool)
+    np.add(u, 2 * m, out=u, where=tmp_bool)
+    return u
+
+
 def lava_decay(x, decay_const):
     """Loihi/Lava decay: sign(x) * ((|x| * (4096 - decay_const)) >> 12), int64."""
     x = np.asarray(x, dtype=np.int64)

@@ -24,8 +24,8 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_backend.processes.common import (clip_v, guarded, effective_bias, lava_decay, reset_mask,
-                                           wrap_u)
+from lava_backend.processes.common import (effective_bias, guarded, lava_decay_into,
+                                           reset_table, wrap_u_inplace)
 
 
 class Readout(AbstractProcess):
@@ -86,20 +86,34 @@ class PyReadoutModelFloat(PyLoihiProcessModel):
     bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
     out_bias: np.ndarray = LavaPyType(np.ndarray, float)
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        n = int(proc_params["shape"][0])
+        self._linear = proc_params["kind"] == "linear"
+        self._resets = {} if self._linear else reset_table(proc_params, n)
+        self._y = np.empty(n)
+
     @guarded
     def run_spk(self):
+        # same operations and order as u * (1 - du) + a ; v * (1 - dv) + u + bias ; v + out_bias
         a = self.a_in.recv()
-        if self.proc_params["kind"] == "linear":
-            self.y_out.send(a + self.out_bias)
+        y = self._y
+        if self._linear:
+            np.add(a, self.out_bias, out=y)
+            self.y_out.send(y)
             return
-        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
-        if m is not None:
-            self.u[m] = 0.0
-            self.v[m] = self.v_init[m]
-        self.u[:] = self.u * (1 - self.du[0])
-        self.u[:] += a
-        self.v[:] = self.v * (1 - self.dv[0]) + self.u + self.bias_mant
-        self.y_out.send(self.v + self.out_bias)
+        u, v = self.u, self.v
+        idx = self._resets.get(self.time_step)
+        if idx is not None:
+            u[idx] = 0.0
+            v[idx] = self.v_init[idx]
+        u *= 1 - self.du[0]
+        u += a
+        v *= 1 - self.dv[0]
+        v += u
+        v += self.bias_mant
+        np.add(v, self.out_bias, out=y)
+        self.y_out.send(y)
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
@@ -117,18 +131,39 @@ class PyReadoutModelBitAcc(PyLoihiProcessModel):
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=3)
     out_bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=32)
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        n = int(proc_params["shape"][0])
+        self._linear = proc_params["kind"] == "linear"
+        self._resets = {} if self._linear else reset_table(proc_params, n)
+        self._x = np.empty(n, dtype=np.int64)
+        self._t = np.empty(n, dtype=np.int64)
+        self._y = np.empty(n, dtype=np.int64)
+        self._m = np.empty(n, dtype=bool)
+        self._bias = None
+
     @guarded
     def run_spk(self):
-        a = self.a_in.recv().astype(np.int64)
-        if self.proc_params["kind"] == "linear":
-            self.y_out.send(a + self.out_bias)
+        a = self.a_in.recv()
+        y = self._y
+        if self._linear:
+            np.add(a, self.out_bias, out=y, dtype=np.int64)
+            self.y_out.send(y)
             return
-        m = reset_mask(self.proc_params, self.time_step, self.u.shape[0])
-        if m is not None:
-            self.u[m] = 0
-            self.v[m] = self.v_init[m]
-        self.u[:] = wrap_u(lava_decay(self.u, self.du[0] + 1) + np.left_shift(a, 6))
-        v = lava_decay(self.v, self.dv[0]) + self.u + effective_bias(self.bias_mant,
-                                                                      self.bias_exp)
-        self.v[:] = clip_v(v)
-        self.y_out.send(self.v + self.out_bias)
+        u, v, x, t = self.u, self.v, self._x, self._t
+        if self._bias is None:
+            self._bias = effective_bias(self.bias_mant, self.bias_exp)
+        idx = self._resets.get(self.time_step)
+        if idx is not None:
+            u[idx] = 0
+            v[idx] = self.v_init[idx]
+        np.left_shift(a, 6, out=x, dtype=np.int64)
+        lava_decay_into(u, 4096 - (int(self.du[0]) + 1), u, t)
+        u += x
+        wrap_u_inplace(u, self._m)
+        lava_decay_into(v, 4096 - int(self.dv[0]), v, t)
+        v += u
+        v += self._bias
+        np.clip(v, -2 ** 23 + 1, 2 ** 23 - 1, out=v)
+        np.add(v, self.out_bias, out=y)
+        self.y_out.send(y)

@@ -79,10 +79,10 @@ def test_bench_case_runs_demo_floor_tiny_and_what_if(bench):
                                        calib_lengths=lengths))
         row = bench.bench_case(spec, x, lengths, precision, 2, 1, quants, tiny, tiny_x,
                                what_if=True, timeout=120)
-        for k in ("demo", "floor", "tiny", "demo_dot_sparse"):
+        for k in ("demo", "floor", "tiny", "demo_lava_sparse"):
             assert row[f"steps_per_second_{k}"] > 0
         assert row["n_processes"] == row["floor_n_processes"] == 8
         assert row["n_connections"] == row["floor_n_connections"] == 8
-        assert row["dot_sparse_spikes_equal"]
+        assert row["lava_sparse_spikes_equal"]
         assert isinstance(row["target_met"], bool)
     assert "| float | 2 |" in bench.markdown([row | {"precision": "float"}])
