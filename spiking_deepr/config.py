@@ -43,7 +43,7 @@ class RewiringConfig:
     temperature: DEEP R temperature T (noise std sqrt(2 lr T) per step).
     l1: L1 coefficient alpha.
     global_budget: one K over all matrices instead of one per matrix.
-    adam: use Adam directions (DeepRAdam) instead of plain gradient steps.
+    adam: use Adam directions (DeepRAdam; SoftDeepR(adam=True)) instead of plain gradient steps.
     prune_start_epoch, prune_end_epoch: magnitude pruning ramps the budget from dense to
         ``connectivity`` between these epochs (cubic schedule of Zhu & Gupta 2017), then fine-tunes.
     """

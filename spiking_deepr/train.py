@@ -90,7 +90,8 @@ def build_optimizers(cfg: DictConfig, model: SequenceModel) -> Optimizers:
                      seed=seed, **cls_kwargs)
         return Optimizers(sparse, dense)
     if r.algorithm == "soft_deepr":
-        sparse = SoftDeepR(mats, lr=o.lr, temperature=r.temperature, l1=r.l1, connectivity=r.connectivity, seed=seed)
+        sparse = SoftDeepR(mats, lr=o.lr, temperature=r.temperature, l1=r.l1, connectivity=r.connectivity,
+                           adam=r.adam, betas=betas, seed=seed)
         return Optimizers(sparse, dense)
     # fixed / dense / pruning: the magnitudes are ordinary weights (theta may change sign)
     sparse = torch.optim.Adam([m.theta for m in mats], lr=o.lr, betas=betas)

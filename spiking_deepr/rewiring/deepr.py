@@ -233,19 +233,24 @@ class DeepRAdam(DeepR):
             group.setdefault("eps", eps)
 
     def _direction(self, theta, grad, state, group):
-        beta1, beta2 = group["betas"]
-        if not state:
-            state["exp_avg"] = torch.zeros_like(theta)
-            state["exp_avg_sq"] = torch.zeros_like(theta)
-            state["steps"] = torch.zeros(theta.shape, dtype=torch.int64, device=theta.device)
-        m, v, steps = state["exp_avg"], state["exp_avg_sq"], state["steps"]
-        steps.add_(1)
-        m.mul_(beta1).add_(grad, alpha=1 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        t = steps.to(theta.dtype)
-        m_hat = m / (1 - beta1 ** t)
-        v_hat = v / (1 - beta2 ** t)
-        return m_hat / (v_hat.sqrt() + group["eps"])
+        return adam_direction(grad, state, group["betas"], group["eps"])
+
+
+def adam_direction(grad: torch.Tensor, state: dict, betas, eps: float) -> torch.Tensor:
+    """Bias-corrected Adam direction m̂ / (sqrt(v̂) + eps) with a step count *per entry* (so entries
+    whose moments were reset restart their bias correction). ``state`` holds exp_avg, exp_avg_sq and
+    steps, created on first use with ``grad``'s shape."""
+    beta1, beta2 = betas
+    if not state:
+        state["exp_avg"] = torch.zeros_like(grad)
+        state["exp_avg_sq"] = torch.zeros_like(grad)
+        state["steps"] = torch.zeros(grad.shape, dtype=torch.int64, device=grad.device)
+    m, v, steps = state["exp_avg"], state["exp_avg_sq"], state["steps"]
+    steps.add_(1)
+    m.mul_(beta1).add_(grad, alpha=1 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    t = steps.to(grad.dtype)
+    return (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps)
 
 
 def _as_groups(matrices: MatrixGroups) -> List[dict]:

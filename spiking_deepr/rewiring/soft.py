@@ -13,6 +13,9 @@ one on [theta_min, 0), the expected connectivity is p0 when
 
 .. math:: \theta_{\min} = -\frac{T (1 - p_0)}{\alpha\,p_0}.
 
+With ``adam=True`` the gradient term is replaced by the bias-corrected Adam direction computed over
+all entries (dense moments; dormant entries see a zero gradient), like `DeepRAdam` for hard DEEP R.
+
 The matrices keep the usual `SparseMatrix` interface (the layers do not change): after each step
 the matrix's active set is replaced by {k : theta_k > 0}. Fan-in caps cannot be enforced by this
 algorithm and are rejected; the diagonal of matrices built with ``exclude_diagonal`` stays dormant.
@@ -25,7 +28,7 @@ from typing import Optional
 import torch
 
 from ..sparse.matrix import SparseMatrix
-from .deepr import MatrixGroups, MatrixOptimizer
+from .deepr import MatrixGroups, MatrixOptimizer, adam_direction
 
 
 def soft_deepr_theta_min(temperature: float, l1: float, connectivity: float) -> float:
@@ -44,18 +47,21 @@ class SoftDeepR(MatrixOptimizer):
         matrices: SparseMatrix objects or groups ``{"matrices": [...], ...}``.
         lr, temperature, l1: as in DEEP R (temperature and l1 must be > 0).
         connectivity: target expected connectivity p0 (sets theta_min), or give ``theta_min``.
+        adam, betas, eps: use Adam directions instead of the plain gradient.
         seed: the generator for noise and the initial dormant values.
     """
 
     def __init__(self, matrices: MatrixGroups, lr: float, temperature: float, l1: float,
-                 *, connectivity: Optional[float] = None, theta_min: Optional[float] = None, seed: int = 0):
+                 *, connectivity: Optional[float] = None, theta_min: Optional[float] = None,
+                 adam: bool = False, betas=(0.9, 0.999), eps: float = 1e-8, seed: int = 0):
         if (connectivity is None) == (theta_min is None):
             raise ValueError("SoftDeepR: give exactly one of connectivity or theta_min")
         if theta_min is None:
             theta_min = soft_deepr_theta_min(temperature, l1, connectivity)
         if not theta_min < 0:
             raise ValueError(f"SoftDeepR: theta_min must be negative, got {theta_min}")
-        super().__init__(matrices, dict(lr=lr, temperature=temperature, l1=l1, theta_min=theta_min), seed)
+        super().__init__(matrices, dict(lr=lr, temperature=temperature, l1=l1, theta_min=theta_min,
+                                        adam=adam, betas=tuple(betas), eps=eps), seed)
 
     def _check_matrix(self, m: SparseMatrix) -> None:
         if m.fan_in_cap is not None or m.fan_out_cap is not None:
@@ -82,7 +88,14 @@ class SoftDeepR(MatrixOptimizer):
                 m = self._matrix_of[id(theta)]
                 dense = self._dense_theta(m, tmin)
                 grad = theta.grad if theta.grad is not None else torch.zeros_like(theta)
-                dense[m.indices] -= lr * (grad + l1)
+                if group["adam"]:
+                    dense_grad = torch.zeros_like(dense)
+                    dense_grad[m.indices] = grad
+                    moments = self.state[theta].setdefault("adam", {})
+                    dense -= lr * adam_direction(dense_grad, moments, group["betas"], group["eps"])
+                    dense[m.indices] -= lr * l1
+                else:
+                    dense[m.indices] -= lr * (grad + l1)
                 noise = torch.randn(dense.shape, generator=self.generator, dtype=dense.dtype)
                 dense.add_(noise.to(dense.device), alpha=math.sqrt(2 * lr * temp)).clamp_(min=tmin)
                 if m.exclude_diagonal:

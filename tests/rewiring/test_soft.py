@@ -29,3 +29,16 @@ def test_connectivity_fluctuates_around_target_without_gradient():
 def test_rejects_caps():
     with pytest.raises(ValueError, match="cannot enforce fan-in"):
         SoftDeepR([SparseMatrix(10, 10, nnz=20, fan_in_cap=5)], lr=0.1, temperature=0.1, l1=0.1, connectivity=0.2)
+
+
+def test_adam_variant_follows_the_gradient_and_keeps_dormant_floor():
+    m = SparseMatrix(20, 20, connectivity=0.2, seed=0)
+    opt = SoftDeepR([m], lr=0.05, temperature=1e-4, l1=1e-3, connectivity=0.2, adam=True, seed=1)
+    before = m.to_dense().clone()
+    for _ in range(20):
+        m.theta.grad = -torch.ones(m.nnz)  # every active magnitude should grow
+        opt.step()
+    grown = m.to_dense().abs().sum()
+    assert grown > before.abs().sum()
+    dense = opt.state[m.theta]["dense_theta"]
+    assert float(dense.min()) == pytest.approx(opt.param_groups[0]["theta_min"]) or float(dense.min()) > opt.param_groups[0]["theta_min"]
