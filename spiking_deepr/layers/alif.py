@@ -52,8 +52,7 @@ import torch
 from norse.torch.functional.lif import LIFParameters
 
 from ..sparse import SparseMatrix
-from ._common import recurrent_input
-from .lif import _SparseSpikingRecurrent
+from .lif import _SparseSpikingRecurrent, lif_integrate
 from .surrogate import spike_fn
 
 __all__ = ["ALIFParameters", "ALIFState", "alif_step", "SparseALIFRecurrent"]
@@ -91,14 +90,7 @@ def alif_step(x_current: torch.Tensor, state: ALIFState, w_rec: Optional[SparseM
 
     ``x_current`` is the projected input W_in x[t], [B, N]; ``w_rec`` a SparseMatrix [N, N] or None.
     """
-    i_jump = state.i + x_current
-    rec = recurrent_input(state.z, w_rec)
-    if rec is not None:
-        i_jump = i_jump + rec
-    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
-    v_decayed = state.v + dv
-    di = -dt * p.tau_syn_inv * i_jump
-    i_decayed = i_jump + di
+    v_decayed, i_decayed = lif_integrate(x_current, state, w_rec, p, dt)
     rho = torch.exp(-dt * torch.as_tensor(p.tau_adapt_inv, dtype=state.v.dtype))
     b_new = rho * state.b + (1 - rho) * state.z
     z_new = spike_fn(v_decayed - (p.v_th + p.beta * b_new), p.method, p.alpha)

@@ -35,6 +35,21 @@ from .surrogate import check_method, spike_fn
 __all__ = ["LIFParameters", "LIFState", "lif_step", "SparseLIFRecurrent"]
 
 
+def lif_integrate(x_current: torch.Tensor, state, w_rec: Optional[SparseMatrix], p,
+                  dt: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Subthreshold Euler step shared by LIF and ALIF, in Norse ``lif_step``'s exact operation order:
+    i_jump = i + x_current + W_rec z[t-1]; returns (v', i) before the spike and reset, each [B, N].
+    ``state`` needs z, v, i; ``p`` tau_syn_inv, tau_mem_inv, v_leak."""
+    i_jump = state.i + x_current
+    rec = recurrent_input(state.z, w_rec)
+    if rec is not None:
+        i_jump = i_jump + rec
+    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
+    v_decayed = state.v + dv
+    di = -dt * p.tau_syn_inv * i_jump
+    return v_decayed, i_jump + di
+
+
 def lif_step(x_current: torch.Tensor, state: LIFState, w_rec: Optional[SparseMatrix],
              p: LIFParameters, dt: float = 0.001) -> Tuple[torch.Tensor, LIFState]:
     """One Euler step of a sparse recurrent LIF population (Norse ``lif_step`` semantics).
@@ -49,14 +64,7 @@ def lif_step(x_current: torch.Tensor, state: LIFState, w_rec: Optional[SparseMat
     Returns:
         (z [B, N], new LIFState).
     """
-    i_jump = state.i + x_current
-    rec = recurrent_input(state.z, w_rec)
-    if rec is not None:
-        i_jump = i_jump + rec
-    dv = dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_jump)
-    v_decayed = state.v + dv
-    di = -dt * p.tau_syn_inv * i_jump
-    i_decayed = i_jump + di
+    v_decayed, i_decayed = lif_integrate(x_current, state, w_rec, p, dt)
     z_new = spike_fn(v_decayed - p.v_th, p.method, p.alpha)
     zd = z_new.detach()
     v_new = (1 - zd) * v_decayed + zd * p.v_reset
