@@ -38,22 +38,25 @@ class CSRStructure(NamedTuple):
 
 
 class Rewiring(NamedTuple):
-    """How one rewiring moved the entries: old entries with ``keep`` survive, in order, into the
-    slots of the new active set where ``is_new`` is False; slots where it is True are new."""
+    """How one rewiring moved the entries: old entry ``src[i]`` survives into slot ``dst[i]`` of the new
+    active set (in order); slots ``new_slots`` hold the new entries. ``k_old`` / ``k_new``: sizes.
+    Integer index lists (not boolean masks) so each carried tensor costs one gather and one scatter."""
 
-    keep: torch.Tensor
-    is_new: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+    new_slots: torch.Tensor
+    k_old: int
+    k_new: int
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         """Carry a per-entry tensor [K] over to the new active set [K']; new entries get 0."""
-        out = torch.zeros(self.is_new.numel(), dtype=values.dtype, device=values.device)
-        out[~self.is_new] = values[self.keep]
-        return out
+        out = torch.zeros(self.k_new, dtype=values.dtype, device=values.device)
+        return out.index_copy_(0, self.dst, values.index_select(0, self.src))
 
     def carry(self, state: dict) -> None:
         """Apply to every per-entry tensor of an optimizer's state for this matrix, in place."""
         for key, value in list(state.items()):
-            if torch.is_tensor(value) and value.shape == self.keep.shape:
+            if torch.is_tensor(value) and value.shape == (self.k_old,):
                 state[key] = self.apply(value)
 
 
@@ -228,12 +231,12 @@ class SparseMatrix(nn.Module):
         marks the entries that stay active; the others count as dormant already (DEEP R draws among
         all dormant entries, just-removed ones included). Does not modify the matrix."""
         active = self.indices if keep is None else self.indices[keep]
-        rows = torch.div(active, self.n_in, rounding_mode="floor")
         return sample_positions(
             count, self.n_out, self.n_in,
             active=active.cpu(),
             exclude_diagonal=self.exclude_diagonal,
-            fan_in=torch.bincount(rows, minlength=self.n_out).cpu() if self.fan_in_cap is not None else None,
+            fan_in=torch.bincount(torch.div(active, self.n_in, rounding_mode="floor"), minlength=self.n_out).cpu()
+            if self.fan_in_cap is not None else None,
             fan_in_cap=self.fan_in_cap,
             fan_out=torch.bincount(active % self.n_in, minlength=self.n_in).cpu() if self.fan_out_cap is not None else None,
             fan_out_cap=self.fan_out_cap,
@@ -247,18 +250,18 @@ class SparseMatrix(nn.Module):
         ``new`` must be sorted, dormant and admissible (as `sample_dormant` returns). The result stays
         sorted without a full sort: new entries are inserted at their `searchsorted` positions. Returns
         the mapping that per-entry optimizer state must follow (see `Rewiring.apply`)."""
-        survivors = self.indices[keep]
+        src = torch.nonzero(keep).squeeze(1)
+        survivors = self.indices[src]
         n_new = new.numel()
         k_new = survivors.numel() + n_new
-        at = torch.searchsorted(survivors, new) + torch.arange(n_new, device=new.device)
-        is_new = torch.zeros(k_new, dtype=torch.bool, device=new.device)
-        is_new[at] = True
-        moves = Rewiring(keep, is_new)
-        indices = torch.empty(k_new, dtype=torch.int64, device=new.device)
-        indices[is_new] = new
-        indices[~is_new] = survivors
+        # slot of a survivor = its rank + the number of new positions below it (both lists sorted)
+        dst = torch.arange(survivors.numel(), device=new.device) + torch.searchsorted(new, survivors)
+        new_slots = torch.searchsorted(survivors, new) + torch.arange(n_new, device=new.device)
+        moves = Rewiring(src, dst, new_slots, keep.numel(), k_new)
+        indices = moves.apply(self.indices)
+        indices[new_slots] = new
         sign = moves.apply(self.sign)
-        sign[is_new] = self.signs_at(new).to(sign.dtype)
+        sign[new_slots] = self.signs_at(new).to(sign.dtype)
         self.set_active(indices, moves.apply(self.theta.data), sign)
         return moves
 
