@@ -17,12 +17,16 @@ _jit = dict(parallel=True, fastmath=True, cache=True, boundscheck=False, nogil=T
 
 
 @nb.njit(**_jit)
-def spmm(crow, cols, vals, x, out, threads):
-    """out[r, i] = sum_{k in row i} vals[k] * x[r, cols[k]];  x [R, n_in], out [R, n_out].
+def spmm(crow, cols, vals, perm, x, out, threads):
+    """out[r, i] = sum_{k in row i} w[k] * x[r, cols[k]];  x [R, n_in], out [R, n_out].
+
+    w[k] = vals[perm[k]] when ``perm`` is non-empty (the CSR of Wᵀ reads W's values in place, no
+    permuted copy per call), else vals[k].
 
     ``threads``: numba's thread count (passed in: reading it inside a cached kernel is not allowed)."""
     R, n_in = x.shape
     n_out = crow.shape[0] - 1
+    indirect = perm.shape[0] > 0
     n_chunks = (R + CHUNK - 1) // CHUNK
     if n_chunks >= 2 * threads:
         for ch in nb.prange(n_chunks):
@@ -37,7 +41,7 @@ def spmm(crow, cols, vals, x, out, threads):
             for i in range(n_out):
                 acc[:] = 0
                 for k in range(crow[i], crow[i + 1]):
-                    w = vals[k]
+                    w = vals[perm[k]] if indirect else vals[k]
                     c = cols[k]
                     for r in range(CHUNK):
                         acc[r] += w * xt[c, r]
@@ -51,7 +55,7 @@ def spmm(crow, cols, vals, x, out, threads):
         for i in nb.prange(n_out):
             acc = np.zeros(R, dtype=x.dtype)
             for k in range(crow[i], crow[i + 1]):
-                w = vals[k]
+                w = vals[perm[k]] if indirect else vals[k]
                 c = cols[k]
                 for r in range(R):
                     acc[r] += w * xt[c, r]
@@ -116,9 +120,10 @@ def num_parts(rows: int) -> int:
 
 
 @nb.njit(**_jit)
-def spmm_events(crow_t, rows_t, vals_t, x, out):
-    """Event-driven out[r, :] = sum_{j: x[r, j] != 0} x[r, j] * W[:, j]  (W as CSR of Wᵀ: crow_t, rows_t,
-    vals_t). Work ∝ nonzeros of x × fan-out: the spike-driven product of a spiking layer."""
+def spmm_events(crow_t, rows_t, perm_t, vals, x, out):
+    """Event-driven out[r, :] = sum_{j: x[r, j] != 0} x[r, j] * W[:, j], W given by the CSR of Wᵀ
+    (crow_t, rows_t) and W's own values read through perm_t. Work ∝ nonzeros of x × fan-out: the
+    spike-driven product of a spiking layer."""
     R, n_in = x.shape
     for r in nb.prange(R):
         out[r, :] = 0
@@ -126,25 +131,23 @@ def spmm_events(crow_t, rows_t, vals_t, x, out):
             a = x[r, j]
             if a != 0:
                 for q in range(crow_t[j], crow_t[j + 1]):
-                    out[r, rows_t[q]] += a * vals_t[q]
+                    out[r, rows_t[q]] += a * vals[perm_t[q]]
 
 
 @nb.njit(**_jit)
-def sddmm_events(crow_t, rows_t, d, x, parts_t):
-    """Event-driven weight gradient in transposed (CSC) order: parts_t[p, q] partial sums of
-    g_t[q] = sum_{r: x[r, j] != 0} x[r, j] * d[r, rows_t[q]] for entry q of column j.
-
-    Each parallel task takes a block of rows r and its own partial (no atomics); the caller sums the
-    partials and maps CSC order back to CSR order."""
+def sddmm_events(crow_t, rows_t, perm_t, d, x, parts):
+    """Event-driven weight gradient: parts[p, k] partial sums (over blocks of rows r) of
+    g[k] = sum_{r: x[r, j] != 0} x[r, j] * d[r, row_k] for entry k = perm_t[q] of column j, in W's
+    (CSR) order. One partial per parallel task, no atomics; the caller sums them."""
     R, n_in = x.shape
-    n_parts = parts_t.shape[0]
+    n_parts = parts.shape[0]
     per = (R + n_parts - 1) // n_parts
     for p in nb.prange(n_parts):
-        g = parts_t[p]
+        g = parts[p]
         g[:] = 0
         for r in range(p * per, min(R, (p + 1) * per)):
             for j in range(n_in):
                 a = x[r, j]
                 if a != 0:
                     for q in range(crow_t[j], crow_t[j + 1]):
-                        g[q] += a * d[r, rows_t[q]]
+                        g[perm_t[q]] += a * d[r, rows_t[q]]

@@ -28,6 +28,7 @@ import torch
 from .matrix import CSRStructure, SparseMatrix
 
 BACKENDS = ("auto", "numba", "torch")
+_NO_PERM = torch.empty(0, dtype=torch.int64)
 EVENT_DENSITY = 0.2  # nonzero fraction of x below which the numba backend goes event-driven
 
 
@@ -62,43 +63,48 @@ class SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, values, structure: CSRStructure, n_out: int, backend: str):
         x = x.detach().contiguous()
-        values_t = values.detach()[structure.perm_t]  # Wᵀ's values: event forward and input gradient
+        values = values.detach().contiguous()
         events = backend == "numba" and x.numel() > 0 and \
             int(torch.count_nonzero(x)) <= EVENT_DENSITY * x.numel()
-        ctx.save_for_backward(x, values_t)
+        ctx.save_for_backward(x, values)
         ctx.structure, ctx.backend, ctx.events = structure, backend, events
         if events:
             from . import _numba_kernels as nk
 
             out = torch.empty(x.shape[0], n_out, dtype=x.dtype)
-            nk.spmm_events(structure.crow_t.numpy(), structure.rows_t.numpy(), values_t.numpy(), x.numpy(), out.numpy())
+            nk.spmm_events(structure.crow_t.numpy(), structure.rows_t.numpy(), structure.perm_t.numpy(),
+                           values.numpy(), x.numpy(), out.numpy())
             return out
         return _spmm(structure.crow, structure.cols, values, x, n_out, backend)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, values_t = ctx.saved_tensors
+        x, values = ctx.saved_tensors
         s, backend = ctx.structure, ctx.backend
         grad_y = grad_y.contiguous()
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _spmm(s.crow_t, s.rows_t, values_t, grad_y, x.shape[1], backend)
+        if ctx.needs_input_grad[0]:  # δ W = δ (Wᵀ)ᵀ: the CSR of Wᵀ, reading W's values through perm_t
+            grad_x = _spmm(s.crow_t, s.rows_t, values, grad_y, x.shape[1], backend, perm=s.perm_t)
         if ctx.needs_input_grad[1]:
             grad_w = _sddmm_events(s, grad_y, x) if ctx.events else _sddmm(s, grad_y, x, backend)
         return grad_x, grad_w, None, None, None
 
 
-def _spmm(crow, cols, values, x, n_out: int, backend: str) -> torch.Tensor:
-    """x [R, n_in] times (CSR [n_out, n_in])ᵀ -> [R, n_out]."""
+def _spmm(crow, cols, values, x, n_out: int, backend: str, perm: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x [R, n_in] times (CSR [n_out, n_in])ᵀ -> [R, n_out]; entry k's value is values[perm[k]]
+    (values[k] without ``perm``)."""
     x = x.contiguous()
     if backend == "numba":
         from . import _numba_kernels as nk
 
         out = torch.empty(x.shape[0], n_out, dtype=x.dtype)
         if x.shape[0]:
-            nk.spmm(crow.numpy(), cols.numpy(), values.detach().contiguous().numpy(), x.detach().numpy(), out.numpy(),
-                    nk.numba.get_num_threads())
+            perm_np = (perm if perm is not None else _NO_PERM).numpy()
+            nk.spmm(crow.numpy(), cols.numpy(), values.detach().contiguous().numpy(), perm_np,
+                    x.detach().numpy(), out.numpy(), nk.numba.get_num_threads())
         return out
+    if perm is not None:
+        values = values[perm]
     w = _csr(crow, cols, values.detach(), (n_out, x.shape[1]))
     return (w @ x.detach().T).T.contiguous()
 
@@ -128,11 +134,8 @@ def _sddmm_events(s: CSRStructure, grad_y: torch.Tensor, x: torch.Tensor) -> tor
     from . import _numba_kernels as nk
 
     parts = torch.empty(max(1, min(nk.numba.get_num_threads(), x.shape[0])), s.rows_t.numel(), dtype=x.dtype)
-    nk.sddmm_events(s.crow_t.numpy(), s.rows_t.numpy(), grad_y.numpy(), x.numpy(), parts.numpy())
-    g_t = parts[0] if parts.shape[0] == 1 else parts.sum(0)
-    g = torch.empty_like(g_t)
-    g[s.perm_t] = g_t
-    return g
+    nk.sddmm_events(s.crow_t.numpy(), s.rows_t.numpy(), s.perm_t.numpy(), grad_y.numpy(), x.numpy(), parts.numpy())
+    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
 def dense_masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
