@@ -149,8 +149,8 @@ class DeepR(MatrixOptimizer):
             self.last_rewired[i] = counts[i]
             if counts[i] == 0 and n_new == 0:
                 continue
-            keep = ~rem
-            moves = m.rewire(keep, m.sample_dormant(n_new, self.generator, keep))
+            keep = torch.nonzero(~rem).squeeze(1)
+            moves = m.rewire(keep, m.sample_dormant(n_new, self.generator, m.indices[keep]))
             moves.carry(self.state[m.theta])  # removed entries' state dropped, new ones start at 0
         self._check_budget(mats)
 

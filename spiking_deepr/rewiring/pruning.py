@@ -45,10 +45,9 @@ class MagnitudePruning:
             if k == m.nnz:
                 removed.append(0)
                 continue
-            keep = torch.zeros(m.nnz, dtype=torch.bool)
-            keep[torch.topk(m.weight_values().abs(), k).indices] = True
+            removed.append(m.nnz - k)
+            keep = torch.topk(m.weight_values().abs(), k).indices.sort().values
             m.rewire(keep, torch.empty(0, dtype=torch.int64)).carry(self.optimizer.state[m.theta])
-            removed.append(int((~keep).sum()))
         return removed
 
     def state_dict(self) -> Dict[str, list]:

@@ -122,32 +122,42 @@ def num_parts(rows: int) -> int:
 @nb.njit(**_jit)
 def spmm_events(crow_t, rows_t, perm_t, vals, x, out):
     """Event-driven out[r, :] = sum_{j: x[r, j] != 0} x[r, j] * W[:, j], W given by the CSR of Wᵀ
-    (crow_t, rows_t) and W's own values read through perm_t. Work ∝ nonzeros of x × fan-out: the
-    spike-driven product of a spiking layer."""
+    (crow_t, rows_t). Entry q's value is vals[perm_t[q]] (W's own order) when ``perm_t`` is non-empty,
+    else vals[q] (already in Wᵀ order). Work ∝ nonzeros of x × fan-out: the spike-driven product."""
     R, n_in = x.shape
+    indirect = perm_t.shape[0] > 0
     for r in nb.prange(R):
         out[r, :] = 0
         for j in range(n_in):
             a = x[r, j]
             if a != 0:
                 for q in range(crow_t[j], crow_t[j + 1]):
-                    out[r, rows_t[q]] += a * vals[perm_t[q]]
+                    w = vals[perm_t[q]] if indirect else vals[q]
+                    out[r, rows_t[q]] += a * w
 
 
 @nb.njit(**_jit)
-def sddmm_events(crow_t, rows_t, perm_t, d, x, parts):
-    """Event-driven weight gradient: parts[p, k] partial sums (over blocks of rows r) of
-    g[k] = sum_{r: x[r, j] != 0} x[r, j] * d[r, row_k] for entry k = perm_t[q] of column j, in W's
-    (CSR) order. One partial per parallel task, no atomics; the caller sums them."""
+def sddmm_events(crow_t, rows_t, perm_t, d, x, parts_t, g):
+    """Event-driven weight gradient g[k] = sum_{r: x[r, j] != 0} x[r, j] * d[r, row_k] (entry k of
+    column j), written into g [K] in W's (CSR) order.
+
+    Each parallel task takes a block of rows and accumulates into its own partial parts_t[p] in Wᵀ
+    order (contiguous per input column, cache friendly); one final pass sums the partials and scatters
+    them to CSR order through perm_t."""
     R, n_in = x.shape
-    n_parts = parts.shape[0]
+    n_parts = parts_t.shape[0]
     per = (R + n_parts - 1) // n_parts
     for p in nb.prange(n_parts):
-        g = parts[p]
-        g[:] = 0
+        acc = parts_t[p]
+        acc[:] = 0
         for r in range(p * per, min(R, (p + 1) * per)):
             for j in range(n_in):
                 a = x[r, j]
                 if a != 0:
                     for q in range(crow_t[j], crow_t[j + 1]):
-                        g[perm_t[q]] += a * d[r, rows_t[q]]
+                        acc[q] += a * d[r, rows_t[q]]
+    for q in nb.prange(perm_t.shape[0]):
+        total = 0.0
+        for p in range(n_parts):
+            total += parts_t[p, q]
+        g[perm_t[q]] = total

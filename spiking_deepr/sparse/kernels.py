@@ -72,8 +72,9 @@ class SparseLinearFunction(torch.autograd.Function):
             from . import _numba_kernels as nk
 
             out = torch.empty(x.shape[0], n_out, dtype=x.dtype)
-            nk.spmm_events(structure.crow_t.numpy(), structure.rows_t.numpy(), structure.perm_t.numpy(),
-                           values.numpy(), x.numpy(), out.numpy())
+            vals, perm = _values_for_rows(values, structure.perm_t, x.shape[0])
+            nk.spmm_events(structure.crow_t.numpy(), structure.rows_t.numpy(), perm.numpy(),
+                           vals.numpy(), x.numpy(), out.numpy())
             return out
         return _spmm(structure.crow, structure.cols, values, x, n_out, backend)
 
@@ -99,8 +100,8 @@ def _spmm(crow, cols, values, x, n_out: int, backend: str, perm: Optional[torch.
 
         out = torch.empty(x.shape[0], n_out, dtype=x.dtype)
         if x.shape[0]:
-            perm_np = (perm if perm is not None else _NO_PERM).numpy()
-            nk.spmm(crow.numpy(), cols.numpy(), values.detach().contiguous().numpy(), perm_np,
+            values, perm = _values_for_rows(values.detach(), _NO_PERM if perm is None else perm, x.shape[0])
+            nk.spmm(crow.numpy(), cols.numpy(), values.contiguous().numpy(), perm.numpy(),
                     x.detach().numpy(), out.numpy(), nk.numba.get_num_threads())
         return out
     if perm is not None:
@@ -129,13 +130,26 @@ def _csr(crow, cols, values, size) -> torch.Tensor:
         return torch.sparse_csr_tensor(crow, cols, values, size, check_invariants=False)
 
 
+def _values_for_rows(values: torch.Tensor, perm: torch.Tensor, rows: int):
+    """(values, perm) for a numba kernel that reads entry q as values[perm[q]] (or values[q] when perm
+    is empty). Few rows (one time step): read through perm, no copy. Many rows: every value is read
+    many times, so one permuted copy beats repeated random reads."""
+    from . import _numba_kernels as nk
+
+    if perm.numel() and rows > nk.CHUNK:
+        return values[perm], _NO_PERM
+    return values, perm
+
+
 def _sddmm_events(s: CSRStructure, grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Weight gradient for a sparse input x (event-driven, numba), float [K] in CSR order."""
     from . import _numba_kernels as nk
 
-    parts = torch.empty(max(1, min(nk.numba.get_num_threads(), x.shape[0])), s.rows_t.numel(), dtype=x.dtype)
-    nk.sddmm_events(s.crow_t.numpy(), s.rows_t.numpy(), s.perm_t.numpy(), grad_y.numpy(), x.numpy(), parts.numpy())
-    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
+    parts_t = torch.empty(max(1, min(nk.numba.get_num_threads(), x.shape[0])), s.rows_t.numel(), dtype=x.dtype)
+    g = torch.empty(s.rows_t.numel(), dtype=x.dtype)
+    nk.sddmm_events(s.crow_t.numpy(), s.rows_t.numpy(), s.perm_t.numpy(), grad_y.numpy(), x.numpy(),
+                    parts_t.numpy(), g.numpy())
+    return g
 
 
 def dense_masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,

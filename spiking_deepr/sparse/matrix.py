@@ -224,13 +224,14 @@ class SparseMatrix(nn.Module):
 
     @torch.no_grad()
     def sample_dormant(self, count: int, generator: Optional[torch.Generator] = None,
-                       keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+                       active: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Positions (sorted int64 [count]) for ``count`` new connections among the dormant ones.
 
-        Uniform over dormant admissible positions within the fan-in/fan-out caps. ``keep`` (bool [K])
-        marks the entries that stay active; the others count as dormant already (DEEP R draws among
-        all dormant entries, just-removed ones included). Does not modify the matrix."""
-        active = self.indices if keep is None else self.indices[keep]
+        Uniform over dormant admissible positions within the fan-in/fan-out caps. ``active`` (sorted
+        int64 positions, default: the current active set) are the positions that stay taken; all
+        others count as dormant (DEEP R draws among all dormant entries, just-removed ones included).
+        Does not modify the matrix."""
+        active = self.indices if active is None else active
         return sample_positions(
             count, self.n_out, self.n_in,
             active=active.cpu(),
@@ -244,20 +245,20 @@ class SparseMatrix(nn.Module):
         ).to(self.indices.device)
 
     @torch.no_grad()
-    def rewire(self, keep: torch.Tensor, new: torch.Tensor) -> "Rewiring":
-        """Keep the entries marked in ``keep`` (bool [K]) and activate ``new`` positions with theta = 0.
+    def rewire(self, src: torch.Tensor, new: torch.Tensor) -> "Rewiring":
+        """Keep the entries ``src`` (sorted int64 entry numbers in [0, K)) and activate ``new`` positions
+        with theta = 0.
 
         ``new`` must be sorted, dormant and admissible (as `sample_dormant` returns). The result stays
         sorted without a full sort: new entries are inserted at their `searchsorted` positions. Returns
         the mapping that per-entry optimizer state must follow (see `Rewiring.apply`)."""
-        src = torch.nonzero(keep).squeeze(1)
         survivors = self.indices[src]
         n_new = new.numel()
         k_new = survivors.numel() + n_new
         # slot of a survivor = its rank + the number of new positions below it (both lists sorted)
         dst = torch.arange(survivors.numel(), device=new.device) + torch.searchsorted(new, survivors)
         new_slots = torch.searchsorted(survivors, new) + torch.arange(n_new, device=new.device)
-        moves = Rewiring(src, dst, new_slots, keep.numel(), k_new)
+        moves = Rewiring(src, dst, new_slots, self.nnz, k_new)
         indices = moves.apply(self.indices)
         indices[new_slots] = new
         sign = moves.apply(self.sign)
