@@ -29,7 +29,7 @@ from typing import List, Union
 
 import numpy as np
 
-from spiking_deepr.export import LSTMLayerSpec, NetworkSpec, SparseWeights
+from spiking_deepr.export import LSTMLayerSpec, NetworkSpec
 
 REQUIRED_FIELDS = {
     "name": str, "neurons_per_core": int, "synapse_bits_per_core": int,
@@ -153,15 +153,14 @@ def fan_in_cap(profile) -> int:
 def _incoming(spec: NetworkSpec):
     """Per mapped population: (name, n, [(source_id_offset, SparseWeights)], kind)."""
     pops = []
-    off_in = 0                       # global source ids: input features first
     sources = spec.n_input
-    prev_off, prev_n = 0, spec.n_input
+    prev_off = 0                     # global source ids: input features first
     for ls in spec.layers:
         if isinstance(ls, LSTMLayerSpec):
             pops.append((ls.name, ls.hidden, [(prev_off, ls.w_ih)], "lstm", sources))
             own = sources
             pops[-1][2].append((own, ls.w_hh))
-            prev_off, prev_n = own, ls.hidden
+            prev_off = own
             sources += ls.hidden
             continue
         own = sources
@@ -169,7 +168,7 @@ def _incoming(spec: NetworkSpec):
         if ls.w_rec is not None:
             mats.append((own, ls.w_rec))
         pops.append((ls.name, ls.n, mats, ls.kind, own))
-        prev_off, prev_n = own, ls.n
+        prev_off = own
         sources += ls.n
     ro = spec.readout
     pops.append(("readout", ro.weights.shape[0], [(prev_off, ro.weights)], "readout", sources))
@@ -187,7 +186,6 @@ def map_network(spec: NetworkSpec, profile, num_chips: int = 1) -> dict:
     next_core = 0
     total_syn = 0
     max_fan_in_all = 0
-    row_bits_1 = int(p.row_bits(1))
     for name, n, mats, kind, own in pops:
         if kind == "lstm":
             violations.append({"layer": name, "neuron": None, "what": "lstm_layer",

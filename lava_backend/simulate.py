@@ -20,7 +20,6 @@ import time
 import traceback
 from typing import Optional
 
-import numpy as np
 
 from spiking_deepr.export import NetworkSpec
 

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..sparse import SparseMatrix, sparse_linear
+from ..sparse import sparse_linear
 from ._common import build_matrix, check_time_major
 
 __all__ = ["LinearReadout", "LIReadout"]

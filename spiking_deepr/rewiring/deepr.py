@@ -28,7 +28,7 @@ bit-identical.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Union
 
 import torch
 

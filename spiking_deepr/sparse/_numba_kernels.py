@@ -7,7 +7,6 @@ chunk stays in L2. Small inputs (one time step of a batch) are parallelised over
 """
 from __future__ import annotations
 
-import numba
 import numba as nb
 import numpy as np
 

@@ -102,7 +102,7 @@ def _spmm(crow, cols, values, x, n_out: int, backend: str, perm: Optional[torch.
         if x.shape[0]:
             values, perm = _values_for_rows(values.detach(), _NO_PERM if perm is None else perm, x.shape[0])
             nk.spmm(crow.numpy(), cols.numpy(), values.contiguous().numpy(), perm.numpy(),
-                    x.detach().numpy(), out.numpy(), nk.numba.get_num_threads())
+                    x.detach().numpy(), out.numpy(), nk.nb.get_num_threads())
         return out
     if perm is not None:
         values = values[perm]
@@ -145,7 +145,7 @@ def _sddmm_events(s: CSRStructure, grad_y: torch.Tensor, x: torch.Tensor) -> tor
     """Weight gradient for a sparse input x (event-driven, numba), float [K] in CSR order."""
     from . import _numba_kernels as nk
 
-    parts_t = torch.empty(max(1, min(nk.numba.get_num_threads(), x.shape[0])), s.rows_t.numel(), dtype=x.dtype)
+    parts_t = torch.empty(max(1, min(nk.nb.get_num_threads(), x.shape[0])), s.rows_t.numel(), dtype=x.dtype)
     g = torch.empty(s.rows_t.numel(), dtype=x.dtype)
     nk.sddmm_events(s.crow_t.numpy(), s.rows_t.numpy(), s.perm_t.numpy(), grad_y.numpy(), x.numpy(),
                     parts_t.numpy(), g.numpy())
