@@ -53,6 +53,7 @@ from norse.torch.functional.lif import LIFParameters
 
 from ..sparse import SparseMatrix
 from .lif import _SparseSpikingRecurrent, lif_integrate
+from .recurrence import NeuronConstants
 from .surrogate import spike_fn
 
 __all__ = ["ALIFParameters", "ALIFState", "alif_step", "SparseALIFRecurrent"]
@@ -119,7 +120,8 @@ class SparseALIFRecurrent(_SparseSpikingRecurrent):
                  fan_in_cap: Optional[int] = None, input_sign: Optional[torch.Tensor] = None,
                  recurrent_sign: Optional[torch.Tensor] = None, input_init_std: Optional[float] = None,
                  recurrent_init_std: Optional[float] = None, w_in: Optional[SparseMatrix] = None,
-                 w_rec: Optional[SparseMatrix] = None, record_states: bool = False, seed: int = 0) -> None:
+                 w_rec: Optional[SparseMatrix] = None, record_states: bool = False, fused: bool = True,
+                 seed: int = 0) -> None:
         if n_lif < 0 or n_alif < 0:
             raise ValueError(f"SparseALIFRecurrent: n_lif and n_alif must be >= 0, got {n_lif}, {n_alif}")
         n = n_lif + n_alif
@@ -129,7 +131,7 @@ class SparseALIFRecurrent(_SparseSpikingRecurrent):
                          recurrent_connectivity=recurrent_connectivity, exclude_diagonal=exclude_diagonal,
                          fan_in_cap=fan_in_cap, input_sign=input_sign, recurrent_sign=recurrent_sign,
                          input_init_std=input_init_std, recurrent_init_std=recurrent_init_std,
-                         w_in=w_in, w_rec=w_rec, record_states=record_states, seed=seed)
+                         w_in=w_in, w_rec=w_rec, record_states=record_states, fused=fused, seed=seed)
         beta_t = torch.as_tensor(beta, dtype=torch.float32)
         if beta_t.dim() == 0:
             beta_t = torch.cat([torch.zeros(n_lif), torch.full((n_alif,), float(beta_t))])
@@ -163,6 +165,13 @@ class SparseALIFRecurrent(_SparseSpikingRecurrent):
 
     def _step(self, x_current, state, p):
         return alif_step(x_current, state, self.w_rec, p, self.dt)
+
+    def _constants(self) -> NeuronConstants:
+        return NeuronConstants(self.tau_syn_inv, self.tau_mem_inv, self.v_leak, self.v_th, self.v_reset,
+                               self.beta, self.tau_adapt_inv, self.method, self.alpha)
+
+    def _state(self, z, v, i, b) -> ALIFState:
+        return ALIFState(z, v, i, b)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", n_lif={self.n_lif}, n_alif={self.n_alif}"

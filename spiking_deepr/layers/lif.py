@@ -18,7 +18,10 @@ exactly :func:`norse.torch.functional.lif.lif_step` (same operation order), and 
 default (Norse's ``LIFRecurrent`` has no autapses either).
 
 Performance: the input currents :math:`W_{\text{in}} x[t]` of all steps are one sparse product over
-T·B rows computed before the time loop; only :math:`W_{\text{rec}} z[t-1]` is computed per step.
+T·B rows computed before the time loop. On the CPU (``fused=True``, the default) the time loop and
+its backward pass run in the fused kernels of :mod:`spiking_deepr.layers.recurrence` (same
+spikes and states as the step function, gradients equal to rounding); ``fused=False``, GPU tensors
+and ``record_states=True`` loop over :func:`lif_step` with autograd.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from torch import nn
 
 from ..sparse import SparseMatrix, sparse_linear
 from ._common import build_matrix, check_time_major, recurrent_input
+from .recurrence import NeuronConstants, fused_available, spiking_recurrence
 from .surrogate import check_method, spike_fn
 
 __all__ = ["LIFParameters", "LIFState", "lif_step", "SparseLIFRecurrent"]
@@ -80,7 +84,7 @@ class _SparseSpikingRecurrent(nn.Module):
                  fan_in_cap: Optional[int], input_sign: Optional[torch.Tensor],
                  recurrent_sign: Optional[torch.Tensor], input_init_std: Optional[float],
                  recurrent_init_std: Optional[float], w_in: Optional[SparseMatrix],
-                 w_rec: Optional[SparseMatrix], record_states: bool, seed: int) -> None:
+                 w_rec: Optional[SparseMatrix], record_states: bool, fused: bool, seed: int) -> None:
         super().__init__()
         if input_size <= 0 or hidden_size <= 0:
             raise ValueError(f"{type(self).__name__}: sizes must be positive, got input_size={input_size}, "
@@ -91,6 +95,7 @@ class _SparseSpikingRecurrent(nn.Module):
         self.method = method
         self.alpha = float(alpha)
         self.record_states = bool(record_states)
+        self.fused = bool(fused)
         for name, value in (("tau_syn_inv", tau_syn_inv), ("tau_mem_inv", tau_mem_inv), ("v_leak", v_leak),
                             ("v_th", v_th), ("v_reset", v_reset)):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).clone())
@@ -110,7 +115,13 @@ class _SparseSpikingRecurrent(nn.Module):
     def _step(self, x_current, state, p):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _initial(self, B: int, like: torch.Tensor):
+    def _initial(self, B: int, like: torch.Tensor):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _constants(self) -> NeuronConstants:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _state(self, z, v, i, b):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, state=None):
@@ -122,6 +133,10 @@ class _SparseSpikingRecurrent(nn.Module):
         T, B, _ = x.shape
         state = self._initial(B, x) if state is None else state
         currents = sparse_linear(x, self.w_in)  # all T at once: one product over T*B rows
+        if self.fused and not self.record_states and T > 0 and fused_available(currents):
+            z, v, i, b = spiking_recurrence(currents, state.z, state.v, state.i, getattr(state, "b", None),
+                                            self.w_rec, self._constants(), self.dt)
+            return z, self._state(z[-1], v, i, b)
         p = self.parameters_tuple()
         outputs, states = [], []
         # unbind (one backward node that stacks the T gradients), not currents[t] (T full-size
@@ -139,7 +154,7 @@ class _SparseSpikingRecurrent(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, method={self.method!r}, "
-                f"alpha={self.alpha}, dt={self.dt}")
+                f"alpha={self.alpha}, dt={self.dt}, fused={self.fused}")
 
 
 class SparseLIFRecurrent(_SparseSpikingRecurrent):
@@ -159,6 +174,8 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
         input_init_std, recurrent_init_std: std of the dense initialisation each matrix replaces.
         w_in, w_rec: ready-made SparseMatrix objects (override the construction arguments).
         record_states: return the states of all steps (stacked) instead of the final one.
+        fused: run the time loop in the fused CPU kernels (`recurrence`) where possible; False always
+            loops over `lif_step` with autograd (the reference path).
         seed: seeds both matrices.
     """
 
@@ -168,14 +185,15 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
                  fan_in_cap: Optional[int] = None, input_sign: Optional[torch.Tensor] = None,
                  recurrent_sign: Optional[torch.Tensor] = None, input_init_std: Optional[float] = None,
                  recurrent_init_std: Optional[float] = None, w_in: Optional[SparseMatrix] = None,
-                 w_rec: Optional[SparseMatrix] = None, record_states: bool = False, seed: int = 0) -> None:
+                 w_rec: Optional[SparseMatrix] = None, record_states: bool = False, fused: bool = True,
+                 seed: int = 0) -> None:
         super().__init__(input_size, hidden_size, tau_syn_inv=p.tau_syn_inv, tau_mem_inv=p.tau_mem_inv,
                          v_leak=p.v_leak, v_th=p.v_th, v_reset=p.v_reset, method=p.method, alpha=p.alpha,
                          dt=dt, input_connectivity=input_connectivity,
                          recurrent_connectivity=recurrent_connectivity, exclude_diagonal=exclude_diagonal,
                          fan_in_cap=fan_in_cap, input_sign=input_sign, recurrent_sign=recurrent_sign,
                          input_init_std=input_init_std, recurrent_init_std=recurrent_init_std,
-                         w_in=w_in, w_rec=w_rec, record_states=record_states, seed=seed)
+                         w_in=w_in, w_rec=w_rec, record_states=record_states, fused=fused, seed=seed)
 
     def parameters_tuple(self) -> LIFParameters:
         """The neuron parameters as Norse ``LIFParameters`` (tensors are this module's buffers)."""
@@ -193,3 +211,10 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
 
     def _step(self, x_current, state, p):
         return lif_step(x_current, state, self.w_rec, p, self.dt)
+
+    def _constants(self) -> NeuronConstants:
+        return NeuronConstants(self.tau_syn_inv, self.tau_mem_inv, self.v_leak, self.v_th, self.v_reset,
+                               None, None, self.method, self.alpha)
+
+    def _state(self, z, v, i, b) -> LIFState:
+        return LIFState(z, v, i)
