@@ -6,7 +6,10 @@ derivative :math:`\partial z/\partial x` is replaced by a pseudo-derivative chos
 
 - every method of :func:`norse.torch.functional.threshold.threshold` (``"super"``, ``"tanh"``,
   ``"triangle"``, ``"circ"``, ``"heavi_erfc"``, ``"heaviside"``) is passed straight to Norse,
-  with Norse's meaning of ``alpha``;
+  with Norse's meaning of ``alpha``. Note that Norse 1.1.0's SuperSpike backward pass is
+  :math:`1/(|x| + 1)^2` — it ignores ``alpha`` — and ``"heaviside"`` has no surrogate (no gradient
+  through the spikes); this library follows Norse exactly (the fused kernels of
+  :mod:`~spiking_deepr.layers.recurrence` evaluate the same formulas);
 - ``"bellec"``: the piecewise-linear pseudo-derivative of Bellec et al. 2018 (LSNN / DEEP R),
 
   .. math::
