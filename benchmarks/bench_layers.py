@@ -4,14 +4,16 @@ One training step = forward over T steps + backward (+ a DEEP R step for the spa
 a plain SGD step for the dense baselines):
 
 - ``lif``:  SparseLIFRecurrent, N=4096 neurons, 1 % input and recurrent connectivity, T=100, B=32,
-  100 input features, against ``norse.torch.LIFRecurrent`` (dense, same sizes).
+  100 input features, against ``norse.torch.LIFRecurrent`` (dense, same sizes). The layer runs its
+  fused CPU kernels (`spiking_deepr.layers.recurrence`); ``--also-steps`` adds a row for the same
+  layer with ``fused=False`` (per-step autograd through `lif_step`).
 - ``lstm``: SparseLSTM, H=512, 10 % connectivity, against ``torch.nn.LSTM``.
 
 Writes ``benchmarks/results/bench_layers.json`` and prints a Markdown table. ``--quick`` uses small
 sizes (a smoke run). Timings are medians of ``--repeat`` steps after a warm-up step, sparse and
 dense steps alternating (both see the same machine load); wall-clock and process CPU time.
 
-    python benchmarks/bench_layers.py [--quick] [--repeat 3] [--threads 1 2] [--profile]
+    python benchmarks/bench_layers.py [--quick] [--repeat 3] [--threads 1 2] [--profile] [--also-steps]
 
 Threads: torch and numba each keep an OpenMP pool; on a small (2-core, shared) machine with both
 at 2 threads they spin against each other, which hurts the many small per-step ops of a recurrent
@@ -59,12 +61,12 @@ def _row(layer, config, baseline, med, runs, **extra):
                 speedup_cpu=med["dense_cpu"] / med["sparse_cpu"], runs=runs, **extra)
 
 
-def bench_lif(N, T, B, F, conn, repeat, profile=False):
+def bench_lif(N, T, B, F, conn, repeat, profile=False, fused=True):
     p = LIFParameters(v_th=torch.as_tensor(1.0), method="super")
     torch.manual_seed(0)
     x = torch.rand(T, B, F) * (torch.rand(T, B, F) < 0.2)  # sparse-ish positive input
     sparse = SparseLIFRecurrent(F, N, p, input_connectivity=conn, recurrent_connectivity=conn,
-                                input_init_std=0.5, seed=0)  # ~5 % spikes per step
+                                input_init_std=0.5, fused=fused, seed=0)  # ~5 % spikes per step
     # a small lr keeps the activity (~5 % spikes per step) from drifting between timed steps
     opt = DeepR([sparse.w_in, sparse.w_rec], lr=1e-5, temperature=1e-8)
     rate = {}
@@ -92,7 +94,7 @@ def bench_lif(N, T, B, F, conn, repeat, profile=False):
     med, runs = _time_pair(sparse_step, dense_step, repeat)
     if profile:
         _profile(sparse_step)
-    return _row("LIF recurrent", f"N={N}, conn={conn:g}, T={T}, B={B}, F={F}",
+    return _row("LIF recurrent" + ("" if fused else " (step functions)"), f"N={N}, conn={conn:g}, T={T}, B={B}, F={F}",
                 "norse.torch.LIFRecurrent (dense)", med, runs, nnz_rec=sparse.w_rec.nnz,
                 nnz_in=sparse.w_in.nnz, spike_rate=rate.get("sparse"))
 
@@ -140,6 +142,8 @@ def main(argv=None):
                     help="torch+numba thread counts to run, e.g. --threads 1 2 (default: library default)")
     ap.add_argument("--profile", action="store_true", help="print an autograd profile of one sparse step")
     ap.add_argument("--only", choices=["lif", "lstm"], default=None)
+    ap.add_argument("--also-steps", action="store_true",
+                    help="also time the LIF layer with fused=False (per-step autograd)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     import numba
@@ -149,13 +153,16 @@ def main(argv=None):
         if threads:
             torch.set_num_threads(threads)
             numba.set_num_threads(threads)
+        lif_sizes = (512, 50, 8, 20, 0.05) if args.quick else (4096, 100, 32, 100, 0.01)
+        first = len(rows)
         if args.only in (None, "lif"):
-            rows.append(bench_lif(*((512, 50, 8, 20, 0.05) if args.quick else (4096, 100, 32, 100, 0.01)),
-                                  args.repeat, args.profile))
+            rows.append(bench_lif(*lif_sizes, args.repeat, args.profile))
+            if args.also_steps:
+                rows.append(bench_lif(*lif_sizes, args.repeat, args.profile, fused=False))
         if args.only in (None, "lstm"):
             rows.append(bench_lstm(*((128, 50, 8, 20, 0.1) if args.quick else (512, 100, 32, 100, 0.1)),
                                    args.repeat, args.profile))
-        for r in rows[-2:]:
+        for r in rows[first:]:
             r.setdefault("threads", torch.get_num_threads())
 
     meta = dict(torch=torch.__version__, norse=norse.__version__ if hasattr(norse, "__version__") else "1.1.0",
