@@ -17,7 +17,9 @@ exactly :class:`spiking_deepr.export.ALIFLayerSpec`. ``beta`` is a per-neuron ve
 LIF neurons, > 0 for adaptive ones (``n_lif`` LIF neurons first, then ``n_alif`` ALIF neurons). With
 ``beta = 0`` everywhere the layer is bit-for-bit the LIF layer (and Norse's ``lif_step``).
 Gradients: the reset uses the detached spike (as Norse); the adaptation :math:`b` is driven by the
-*non-detached* spike, so BPTT flows through the threshold as in Bellec et al. (2018).
+*non-detached* spike, so BPTT flows through the threshold as in Bellec et al. (2018). On the CPU the
+layer runs the fused kernels of :mod:`spiking_deepr.layers.recurrence` (as the LIF layer;
+``fused=False`` loops over :func:`alif_step`).
 
 **How Norse's LSNN differs** (:func:`norse.torch.functional.lsnn.lsnn_step`, ``LSNNRecurrent``):
 

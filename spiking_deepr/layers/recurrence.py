@@ -113,6 +113,10 @@ def _coefficients(c: NeuronConstants, dt: float, dtype: torch.dtype) -> torch.Te
 
 
 class _SpikingRecurrence(torch.autograd.Function):
+    """Forward: `_recurrence_kernels.forward`; saves X = v' - threshold [T, B, N] (spikes are X > 0).
+    Backward: `_recurrence_kernels.backward`. Gradients for currents, z0, v0, i0, b0 and the
+    recurrent values (W's CSR order)."""
+
     @staticmethod
     def forward(ctx, currents, z0, v0, i0, b0, values, structure, beta, coef, adaptive, method, alpha):
         from . import _recurrence_kernels as rk
