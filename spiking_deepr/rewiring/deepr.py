@@ -140,7 +140,7 @@ class DeepR(MatrixOptimizer):
     # ----------------------------------------------------------------------------- rewiring
     def _rewire(self, removed: List[torch.Tensor]) -> None:
         mats = self.matrices()
-        counts = [int(r.sum()) for r in removed]
+        counts = [int(torch.count_nonzero(r)) for r in removed]
         if self.global_budget:
             grow = self._split_deficit(mats, removed, sum(counts))
         else:
@@ -149,7 +149,7 @@ class DeepR(MatrixOptimizer):
             self.last_rewired[i] = counts[i]
             if counts[i] == 0 and n_new == 0:
                 continue
-            keep = torch.nonzero(~rem).squeeze(1)
+            keep = ~rem
             moves = m.rewire(keep, m.sample_dormant(n_new, self.generator, m.indices[keep]))
             moves.carry(self.state[m.theta])  # removed entries' state dropped, new ones start at 0
         self._check_budget(mats)

@@ -46,7 +46,8 @@ class MagnitudePruning:
                 removed.append(0)
                 continue
             removed.append(m.nnz - k)
-            keep = torch.topk(m.weight_values().abs(), k).indices.sort().values
+            keep = torch.zeros(m.nnz, dtype=torch.bool, device=m.indices.device)
+            keep[torch.topk(m.weight_values().abs(), k).indices] = True
             m.rewire(keep, torch.empty(0, dtype=torch.int64)).carry(self.optimizer.state[m.theta])
         return removed
 

@@ -38,20 +38,19 @@ class CSRStructure(NamedTuple):
 
 
 class Rewiring(NamedTuple):
-    """How one rewiring moved the entries: old entry ``src[i]`` survives into slot ``dst[i]`` of the new
-    active set (in order); slots ``new_slots`` hold the new entries. ``k_old`` / ``k_new``: sizes.
-    Integer index lists (not boolean masks) so each carried tensor costs one gather and one scatter."""
+    """How one rewiring moved the entries: slot s of the new active set [K'] holds old entry
+    ``source[s]``, or a new entry where ``source[s] == -1`` (slots ``new_slots``). ``k_old`` /
+    ``k_new``: sizes."""
 
-    src: torch.Tensor
-    dst: torch.Tensor
+    source: torch.Tensor
     new_slots: torch.Tensor
     k_old: int
     k_new: int
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         """Carry a per-entry tensor [K] over to the new active set [K']; new entries get 0."""
-        out = torch.zeros(self.k_new, dtype=values.dtype, device=values.device)
-        return out.index_copy_(0, self.dst, values.index_select(0, self.src))
+        carry = carry_entries if values.device.type == "cpu" else carry_entries_torch
+        return carry(values, self.source, self.new_slots)
 
     def carry(self, state: dict) -> None:
         """Apply to every per-entry tensor of an optimizer's state for this matrix, in place."""
@@ -183,14 +182,8 @@ class SparseMatrix(nn.Module):
     def structure(self) -> CSRStructure:
         """CSR (and transposed CSR) index structures of the current active set (cached)."""
         if self._structure is None:
-            rows, cols = self.rows, self.cols
-            dev = self.indices.device
-            crow = torch.zeros(self.n_out + 1, dtype=torch.int64, device=dev)
-            crow[1:] = torch.bincount(rows, minlength=self.n_out).cumsum(0)
-            perm_t = torch.sort(cols * self.n_out + rows).indices
-            crow_t = torch.zeros(self.n_in + 1, dtype=torch.int64, device=dev)
-            crow_t[1:] = torch.bincount(cols, minlength=self.n_in).cumsum(0)
-            self._structure = CSRStructure(crow, cols.contiguous(), crow_t, rows[perm_t].contiguous(), perm_t)
+            build = csr_structures if self.indices.device.type == "cpu" else csr_structures_torch
+            self._structure = build(self.indices, self.n_out, self.n_in)
         return self._structure
 
     def fan_in(self) -> torch.Tensor:
@@ -245,22 +238,18 @@ class SparseMatrix(nn.Module):
         ).to(self.indices.device)
 
     @torch.no_grad()
-    def rewire(self, src: torch.Tensor, new: torch.Tensor) -> "Rewiring":
-        """Keep the entries ``src`` (sorted int64 entry numbers in [0, K)) and activate ``new`` positions
-        with theta = 0.
+    def rewire(self, keep: torch.Tensor, new: torch.Tensor) -> "Rewiring":
+        """Keep the entries where ``keep`` (bool [K]) is set and activate ``new`` positions with theta = 0.
 
         ``new`` must be sorted, dormant and admissible (as `sample_dormant` returns). The result stays
-        sorted without a full sort: new entries are inserted at their `searchsorted` positions. Returns
-        the mapping that per-entry optimizer state must follow (see `Rewiring.apply`)."""
-        survivors = self.indices[src]
-        n_new = new.numel()
-        k_new = survivors.numel() + n_new
-        # slot of a survivor = its rank + the number of new positions below it (both lists sorted)
-        dst = torch.arange(survivors.numel(), device=new.device) + torch.searchsorted(new, survivors)
-        new_slots = torch.searchsorted(survivors, new) + torch.arange(n_new, device=new.device)
-        moves = Rewiring(src, dst, new_slots, self.nnz, k_new)
-        indices = moves.apply(self.indices)
-        indices[new_slots] = new
+        sorted without a full sort (a merge). Returns the mapping that per-entry optimizer state must
+        follow (see `Rewiring.apply`)."""
+        if keep.dtype != torch.bool or keep.shape != (self.nnz,):
+            raise ValueError(f"rewire: keep must be a bool mask [{self.nnz}], got {keep.dtype} "
+                             f"{tuple(keep.shape)}")
+        merge = merge_active if self.indices.device.type == "cpu" else merge_active_torch
+        indices, source, new_slots = merge(self.indices, keep, new)
+        moves = Rewiring(source, new_slots, self.nnz, indices.numel())
         sign = moves.apply(self.sign)
         sign[new_slots] = self.signs_at(new).to(sign.dtype)
         self.set_active(indices, moves.apply(self.theta.data), sign)
@@ -345,3 +334,76 @@ def _validate_loaded(idx: torch.Tensor, theta: torch.Tensor, n_out: int, n_in: i
     if idx.numel() and (bool((idx[1:] <= idx[:-1]).any()) or int(idx[0]) < 0 or int(idx[-1]) >= n_out * n_in):
         return f"positions must be sorted, unique and in [0, {n_out * n_in}) for a {n_out}x{n_in} matrix"
     return ""
+
+
+# ----------------------------------------------------------------------------- index maintenance
+# CPU: one numba pass each (`_numba_index`); other devices: the torch formulation (sorts and sorted
+# searches). Both are tested to agree.
+
+def merge_active(indices: torch.Tensor, keep: torch.Tensor, new: torch.Tensor):
+    """Sorted union of ``indices[keep]`` and the sorted ``new`` positions (CPU).
+
+    Returns (positions [K'], source [K'] = old entry number or -1 for new, new_slots [len(new)])."""
+    from . import _numba_index as ni
+
+    k_new = int(torch.count_nonzero(keep)) + new.numel()
+    out, source = torch.empty(k_new, dtype=torch.int64), torch.empty(k_new, dtype=torch.int64)
+    new_slots = torch.empty(new.numel(), dtype=torch.int64)
+    ni.merge(indices.numpy(), keep.numpy(), new.contiguous().numpy(), out.numpy(), source.numpy(), new_slots.numpy())
+    return out, source, new_slots
+
+
+def merge_active_torch(indices: torch.Tensor, keep: torch.Tensor, new: torch.Tensor):
+    """`merge_active` with torch operations (any device)."""
+    src = torch.nonzero(keep).squeeze(1)
+    survivors = indices[src]
+    dev, n_new = indices.device, new.numel()
+    # slot of a survivor = its rank + the number of new positions below it (both lists sorted)
+    dst = torch.arange(survivors.numel(), device=dev) + torch.searchsorted(new, survivors)
+    new_slots = torch.searchsorted(survivors, new) + torch.arange(n_new, device=dev)
+    k_new = survivors.numel() + n_new
+    source = torch.full((k_new,), -1, dtype=torch.int64, device=dev)
+    source[dst] = src
+    out = torch.empty(k_new, dtype=torch.int64, device=dev)
+    out[dst], out[new_slots] = survivors, new
+    return out, source, new_slots
+
+
+def carry_entries(values: torch.Tensor, source: torch.Tensor, new_slots: torch.Tensor) -> torch.Tensor:
+    """out[s] = values[source[s]], 0 in the new slots (CPU)."""
+    from . import _numba_index as ni
+
+    out = torch.empty(source.numel(), dtype=values.dtype)
+    ni.carry(values.detach().contiguous().numpy(), source.numpy(), out.numpy())
+    return out
+
+
+def carry_entries_torch(values: torch.Tensor, source: torch.Tensor, new_slots: torch.Tensor) -> torch.Tensor:
+    """`carry_entries` with torch operations (any device)."""
+    out = torch.zeros(source.numel(), dtype=values.dtype, device=values.device)
+    kept = source >= 0
+    out[kept] = values.detach()[source[kept]]
+    return out
+
+
+def csr_structures(indices: torch.Tensor, n_out: int, n_in: int) -> CSRStructure:
+    """CSR of W and Wᵀ from sorted linear positions, by one counting-sort pass (CPU)."""
+    from . import _numba_index as ni
+
+    K = indices.numel()
+    crow, crow_t = torch.empty(n_out + 1, dtype=torch.int64), torch.empty(n_in + 1, dtype=torch.int64)
+    cols, rows_t, perm_t = (torch.empty(K, dtype=torch.int64) for _ in range(3))
+    ni.csr_structures(indices.numpy(), n_in, crow.numpy(), cols.numpy(), crow_t.numpy(), rows_t.numpy(),
+                      perm_t.numpy())
+    return CSRStructure(crow, cols, crow_t, rows_t, perm_t)
+
+
+def csr_structures_torch(indices: torch.Tensor, n_out: int, n_in: int) -> CSRStructure:
+    """`csr_structures` with torch operations (any device)."""
+    rows, cols = torch.div(indices, n_in, rounding_mode="floor"), indices % n_in
+    crow = torch.zeros(n_out + 1, dtype=torch.int64, device=indices.device)
+    crow[1:] = torch.bincount(rows, minlength=n_out).cumsum(0)
+    crow_t = torch.zeros(n_in + 1, dtype=torch.int64, device=indices.device)
+    crow_t[1:] = torch.bincount(cols, minlength=n_in).cumsum(0)
+    perm_t = torch.sort(cols * n_out + rows).indices
+    return CSRStructure(crow, cols.contiguous(), crow_t, rows[perm_t].contiguous(), perm_t)

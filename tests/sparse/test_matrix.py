@@ -112,7 +112,41 @@ def test_backward_after_k_changes_while_an_old_graph_is_alive():
     m = SparseMatrix(20, 20, nnz=40, seed=0)
     old = sparse_linear(torch.randn(3, 20), m).sum()
     old.backward()
-    m.rewire(torch.arange(5, 40), torch.empty(0, dtype=torch.int64))  # drop the first 5 entries
+    m.rewire(torch.arange(m.nnz) >= 5, torch.empty(0, dtype=torch.int64))  # drop the first 5 entries
     new = sparse_linear(torch.randn(3, 20), m).sum()
     new.backward()
     assert m.theta.grad.shape == (35,) and m.theta.dtype == torch.float32 and old is not None
+
+
+@pytest.mark.parametrize("shape", [(30, 30), (7, 50), (64, 5)])
+def test_index_maintenance_numba_equals_torch(shape):
+    """The CPU kernels that merge a rewiring, carry per-entry state and build the CSR structures equal
+    the torch formulations (used on other devices) and a direct reference."""
+    from spiking_deepr.sparse.matrix import (carry_entries, carry_entries_torch, csr_structures,
+                                             csr_structures_torch, merge_active, merge_active_torch)
+
+    n_out, n_in = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    for k in (0, 1, n_out * n_in // 3):
+        perm = torch.randperm(n_out * n_in, generator=gen)
+        indices, new = perm[:k].sort().values, perm[k:k + 5].sort().values
+        keep = torch.rand(k, generator=gen) < 0.7
+        merged = merge_active(indices, keep, new)
+        for a, b in zip(merged, merge_active_torch(indices, keep, new)):
+            assert torch.equal(a, b)
+        out, source, new_slots = merged
+        assert torch.equal(out, torch.cat([indices[keep], new]).sort().values)
+        assert torch.equal(out[new_slots], new) and torch.all(source[new_slots] == -1)
+        values = torch.randn(k, generator=gen, dtype=torch.float64)
+        carried = carry_entries(values, source, new_slots)
+        assert torch.equal(carried, carry_entries_torch(values, source, new_slots))
+        assert torch.equal(carried[source >= 0], values[keep]) and torch.all(carried[new_slots] == 0)
+        for a, b in zip(csr_structures(out, n_out, n_in), csr_structures_torch(out, n_out, n_in)):
+            assert torch.equal(a, b)
+        s = csr_structures(out, n_out, n_in)
+        dense = torch.zeros(n_out, n_in, dtype=torch.int64)
+        dense.view(-1)[out] = torch.arange(1, out.numel() + 1)
+        csr = torch.sparse_csr_tensor(s.crow, s.cols, torch.arange(1, out.numel() + 1), (n_out, n_in))
+        assert torch.equal(csr.to_dense(), dense)
+        csr_t = torch.sparse_csr_tensor(s.crow_t, s.rows_t, s.perm_t + 1, (n_in, n_out))
+        assert torch.equal(csr_t.to_dense(), dense.T)
