@@ -164,7 +164,7 @@ def test_firing_rate_loss_and_stats():
     mask = (torch.arange(20).unsqueeze(1) < lengths).float()
     h = model.layers[0](x)[0]
     rate0 = (h * mask.unsqueeze(-1)).sum((0, 1)) / mask.sum()
-    assert model.last_stats["layer0"] == pytest.approx(float(rate0.mean()))
+    assert model.last_stats["layer0"] == pytest.approx(float(rate0.detach().mean()))
     loss = model.firing_rate_loss(0.02)
     rates = torch.cat([r.detach() for r in model._rates])
     assert float(loss) == pytest.approx(float(((rates - 0.02) ** 2).mean()))

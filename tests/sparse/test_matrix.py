@@ -146,7 +146,8 @@ def test_index_maintenance_numba_equals_torch(shape):
         s = csr_structures(out, n_out, n_in)
         dense = torch.zeros(n_out, n_in, dtype=torch.int64)
         dense.view(-1)[out] = torch.arange(1, out.numel() + 1)
-        csr = torch.sparse_csr_tensor(s.crow, s.cols, torch.arange(1, out.numel() + 1), (n_out, n_in))
+        csr = torch.sparse_csr_tensor(s.crow, s.cols, torch.arange(1, out.numel() + 1), (n_out, n_in),
+                                      check_invariants=True)
         assert torch.equal(csr.to_dense(), dense)
-        csr_t = torch.sparse_csr_tensor(s.crow_t, s.rows_t, s.perm_t + 1, (n_in, n_out))
+        csr_t = torch.sparse_csr_tensor(s.crow_t, s.rows_t, s.perm_t + 1, (n_in, n_out), check_invariants=True)
         assert torch.equal(csr_t.to_dense(), dense.T)
