@@ -118,6 +118,7 @@ def test_backward_after_k_changes_while_an_old_graph_is_alive():
     assert m.theta.grad.shape == (35,) and m.theta.dtype == torch.float32 and old is not None
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 @pytest.mark.parametrize("shape", [(30, 30), (7, 50), (64, 5)])
 def test_index_maintenance_numba_equals_torch(shape):
     """The CPU kernels that merge a rewiring, carry per-entry state and build the CSR structures equal
