@@ -50,15 +50,13 @@ def spmm(crow, cols, vals, perm, x, out, threads):
                     out[r0 + r, i] = yt[i, r]
     else:
         xt = np.ascontiguousarray(x.T)
-        yt = np.empty((n_out, R), dtype=x.dtype)
+        yt = np.zeros((n_out, R), dtype=x.dtype)
         for i in nb.prange(n_out):
-            acc = np.zeros(R, dtype=x.dtype)
             for k in range(crow[i], crow[i + 1]):
                 w = vals[perm[k]] if indirect else vals[k]
                 c = cols[k]
                 for r in range(R):
-                    acc[r] += w * xt[c, r]
-            yt[i, :] = acc
+                    yt[i, r] += w * xt[c, r]
         out[:, :] = yt.T
 
 
