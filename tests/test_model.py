@@ -167,7 +167,7 @@ def test_firing_rate_loss_and_stats():
     assert model.last_stats["layer0"] == pytest.approx(float(rate0.detach().mean()))
     loss = model.firing_rate_loss(0.02)
     rates = torch.cat([r.detach() for r in model._rates])
-    assert float(loss) == pytest.approx(float(((rates - 0.02) ** 2).mean()))
+    assert float(loss.detach()) == pytest.approx(float(((rates - 0.02) ** 2).mean()))
     loss.backward()
     assert model.sparse_matrices()["layer0.w_in"].theta.grad.abs().sum() > 0
 
