@@ -228,7 +228,7 @@ def test_trains_with_deep_r(kind):
         opt_sparse.zero_grad(), opt_dense.zero_grad()
         loss.backward()
         opt_sparse.step(), opt_dense.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
     assert losses[-1] < losses[0]
     assert {n: m.nnz for n, m in model.sparse_matrices().items()} == budgets
