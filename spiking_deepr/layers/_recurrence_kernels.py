@@ -10,7 +10,7 @@ visits only the batch entries where the presynaptic neuron spiked. Between the t
 transposes: strided column access instead is ~10× slower (with N a power of two all elements of a
 column map to the same cache set).
 
-Coefficients come in one array ``coef`` of the state's dtype (see `recurrence.COEF_FIELDS`), so the
+Coefficients come in one array ``coef`` of the state's dtype (see `recurrence._coefficients`), so the
 forward arithmetic stays in that dtype and repeats `lif_step`'s float operations one for one.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-# forward: no fastmath (the float operations must be the step function's); backward: reassociation
-# lets LLVM vectorise the batch dot products.
+# forward: no fastmath (the float operations must be the step function's); backward: LLVM may
+# reassociate and fuse (gradients equal the step path's to rounding, not bit for bit, anyway).
 _forward_jit = dict(parallel=True, cache=True, boundscheck=False, nogil=True)
 _backward_jit = dict(parallel=True, cache=True, boundscheck=False, nogil=True,
                      fastmath={"reassoc", "nsz", "contract"})
