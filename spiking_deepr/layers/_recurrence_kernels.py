@@ -49,7 +49,7 @@ def forward(cur, z0, v0, i0, b0, crow_t, rows_t, vals_t, beta, coef, adaptive, X
     rho, omr = coef[_RHO], coef[_OMR]
     for bb in nb.prange(B):
         rec = np.zeros(N, dtype=cur.dtype)
-        zprev = z0[bb].copy()
+        zprev = z0[bb]
         spikes = np.empty(N, dtype=np.int64)  # neurons with z[t-1] != 0, increasing
         n_spikes = 0
         for n in range(N):
@@ -89,7 +89,7 @@ def forward(cur, z0, v0, i0, b0, crow_t, rows_t, vals_t, beta, coef, adaptive, X
                 else:
                     zt[n] = 0
                     vb[n] = vd
-            zprev[:] = zt
+            zprev = zt
 
 
 @nb.njit(**_backward_jit)

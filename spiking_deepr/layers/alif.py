@@ -162,18 +162,12 @@ class SparseALIFRecurrent(_SparseSpikingRecurrent):
         zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
         return ALIFState(z=zeros, v=zeros + self.v_leak.to(like.dtype), i=zeros.clone(), b=zeros.clone())
 
-    def _initial(self, B, like):
-        return self.initial_state(B, like)
-
     def _step(self, x_current, state, p):
         return alif_step(x_current, state, self.w_rec, p, self.dt)
 
     def _constants(self) -> NeuronConstants:
         return NeuronConstants(self.tau_syn_inv, self.tau_mem_inv, self.v_leak, self.v_th, self.v_reset,
                                self.beta, self.tau_adapt_inv, self.method, self.alpha)
-
-    def _state(self, z, v, i, b) -> ALIFState:
-        return ALIFState(z, v, i, b)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", n_lif={self.n_lif}, n_alif={self.n_alif}"

@@ -115,13 +115,10 @@ class _SparseSpikingRecurrent(nn.Module):
     def _step(self, x_current, state, p):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _initial(self, B: int, like: torch.Tensor):  # pragma: no cover - abstract
+    def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _constants(self) -> NeuronConstants:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _state(self, z, v, i, b):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, state=None):
@@ -131,12 +128,13 @@ class _SparseSpikingRecurrent(nn.Module):
         along a leading time dimension, as Norse's ``SNNRecurrent``."""
         check_time_major(x, self.input_size, type(self).__name__)
         T, B, _ = x.shape
-        state = self._initial(B, x) if state is None else state
+        state = self.initial_state(B, x) if state is None else state
         currents = sparse_linear(x, self.w_in)  # all T at once: one product over T*B rows
         if self.fused and not self.record_states and T > 0 and fused_available(currents):
             z, v, i, b = spiking_recurrence(currents, state.z, state.v, state.i, getattr(state, "b", None),
                                             self.w_rec, self._constants(), self.dt)
-            return z, self._state(z[-1], v, i, b)
+            final = (z[-1], v, i) if b is None else (z[-1], v, i, b)
+            return z, type(state)(*final)
         p = self.parameters_tuple()
         outputs, states = [], []
         # unbind (one backward node that stacks the T gradients), not currents[t] (T full-size
@@ -206,15 +204,9 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
         zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
         return LIFState(z=zeros, v=zeros + self.v_leak.to(like.dtype), i=zeros.clone())
 
-    def _initial(self, B, like):
-        return self.initial_state(B, like)
-
     def _step(self, x_current, state, p):
         return lif_step(x_current, state, self.w_rec, p, self.dt)
 
     def _constants(self) -> NeuronConstants:
         return NeuronConstants(self.tau_syn_inv, self.tau_mem_inv, self.v_leak, self.v_th, self.v_reset,
                                None, None, self.method, self.alpha)
-
-    def _state(self, z, v, i, b) -> LIFState:
-        return LIFState(z, v, i)
