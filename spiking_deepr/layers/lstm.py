@@ -18,7 +18,10 @@ DEEP R budgets (``budget``):
   fixed K (every gate keeps the same number of connections).
 
 The input product of all T steps is computed before the time loop (one sparse product over T·B
-rows, per matrix); only the recurrent product runs per step.
+rows, per matrix); only the recurrent product runs per step. On the CPU (``fused=True``, the
+default) the time loop and its backward pass run in the fused kernels of
+:mod:`spiking_deepr.layers.lstm_recurrence` (equal to :func:`lstm_step` to rounding); ``fused=False``
+and GPU tensors loop over :func:`lstm_step` with autograd.
 """
 from __future__ import annotations
 
@@ -28,7 +31,10 @@ import torch
 from torch import nn
 
 from ..sparse import SparseMatrix, sparse_linear
+from ..sparse.matrix import CSRStructure, csr_structures
 from ._common import build_matrix, check_time_major
+from .lstm_recurrence import lstm_recurrence
+from .recurrence import fused_available
 
 __all__ = ["LSTMState", "lstm_step", "SparseLSTM", "BUDGETS"]
 
@@ -72,19 +78,22 @@ class SparseLSTM(nn.Module):
         bias: learnable bias [4H] (initialised like torch: U(-1/sqrt(H), 1/sqrt(H))).
         init_std: std of the dense initialisation the matrices replace (default 1/sqrt(H), roughly
             torch's uniform init).
+        fused: run the time loop in the fused CPU kernels (`lstm_recurrence`) where possible; False
+            always loops over `lstm_step` with autograd (the reference path).
         seed: seeds matrices and bias.
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, budget: str = "joint",
                  input_connectivity: float = 1.0, recurrent_connectivity: float = 1.0,
                  fan_in_cap: Optional[int] = None, bias: bool = True, init_std: Optional[float] = None,
-                 seed: int = 0) -> None:
+                 fused: bool = True, seed: int = 0) -> None:
         super().__init__()
         if budget not in BUDGETS:
             raise ValueError(f"SparseLSTM: budget must be one of {BUDGETS}, got {budget!r}")
         if input_size <= 0 or hidden_size <= 0:
             raise ValueError(f"SparseLSTM: sizes must be positive, got {input_size}, {hidden_size}")
         self.input_size, self.hidden_size, self.budget = int(input_size), int(hidden_size), budget
+        self.fused = bool(fused)
         H = self.hidden_size
         std = 1.0 / H ** 0.5 if init_std is None else float(init_std)
         if budget == "joint":
@@ -119,6 +128,17 @@ class SparseLSTM(nn.Module):
         """(W_ih [4H, F], W_hh [4H, H]) dense, for inspection and export."""
         return (torch.cat([m.to_dense() for m in self.w_ih]), torch.cat([m.to_dense() for m in self.w_hh]))
 
+    def _joint_recurrent(self) -> Tuple[torch.Tensor, CSRStructure]:
+        """Values [K] (differentiable) and CSR structure of the joint W_hh [4H, H]: the matrix itself,
+        or the four per-gate [H, H] matrices stacked by rows (gate g's positions shift by g·H·H, so
+        the concatenated positions stay sorted)."""
+        if self.budget == "joint":
+            return self.w_hh[0].weight_values(), self.w_hh[0].structure()
+        H = self.hidden_size
+        values = torch.cat([m.weight_values() for m in self.w_hh])
+        positions = torch.cat([m.indices + g * H * H for g, m in enumerate(self.w_hh)])
+        return values, csr_structures(positions, 4 * H, H)
+
     def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None) -> LSTMState:
         like = self.w_ih[0].theta if like is None else like
         zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
@@ -132,6 +152,10 @@ class SparseLSTM(nn.Module):
         gates_x = _product(x, list(self.w_ih))  # [T, B, 4H], all steps at once
         if self.bias is not None:
             gates_x = gates_x + self.bias  # folded in once instead of per step
+        if self.fused and T > 0 and fused_available(gates_x):
+            values, structure = self._joint_recurrent()
+            h, c = lstm_recurrence(gates_x, state.h, state.c, values, structure)
+            return h, LSTMState(h[-1], c)
         w_hh = list(self.w_hh)
         outputs = []
         for g in gates_x.unbind(0):
@@ -142,4 +166,5 @@ class SparseLSTM(nn.Module):
         return torch.stack(outputs), state
 
     def extra_repr(self) -> str:
-        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, budget={self.budget!r}"
+        return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, budget={self.budget!r}, "
+                f"fused={self.fused}")

@@ -1,0 +1,109 @@
+"""The fused whole-sequence LSTM (`spiking_deepr.layers.lstm_recurrence`) against the step-function
+path (`lstm_step` under autograd) and against `torch.nn.LSTM` at 100 % connectivity: same outputs,
+states and gradients to rounding, for every input that can carry a gradient."""
+import pytest
+import torch
+
+from spiking_deepr.layers import LSTMState, SparseLSTM
+
+
+def _pair(budget, dtype, conn=0.3, F=5, H=7, seed=2):
+    fused = SparseLSTM(F, H, budget=budget, input_connectivity=0.6, recurrent_connectivity=conn, init_std=0.8,
+                       seed=seed).to(dtype)
+    steps = SparseLSTM(F, H, budget=budget, input_connectivity=0.6, recurrent_connectivity=conn, init_std=0.8,
+                       fused=False, seed=seed).to(dtype)
+    steps.load_state_dict(fused.state_dict())
+    return fused, steps
+
+
+def _run(layer, x, s0, w_out, w_state):
+    h, s = layer(x, s0)
+    loss = (h * w_out).sum() + (s.h * w_state[0]).sum() + (s.c * w_state[1]).sum()
+    leaves = [x, layer.bias, *s0] + [m.theta for m in (*layer.w_ih, *layer.w_hh)]
+    return h, s, torch.autograd.grad(loss, leaves)
+
+
+def _close(a, b, dtype):
+    """Equal to rounding, relative to the reference's largest entry."""
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    scale = b.abs().max()
+    assert scale > 0
+    torch.testing.assert_close(a / scale, b / scale, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("budget", ["joint", "per_gate"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_equals_step_functions(budget, dtype):
+    T, B = 23, 4
+    fused, steps = _pair(budget, dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, fused.input_size, generator=gen, dtype=dtype).requires_grad_()
+    s0 = LSTMState(*(torch.randn(B, fused.hidden_size, generator=gen, dtype=dtype).requires_grad_() for _ in "hc"))
+    w_out = torch.randn(T, B, fused.hidden_size, generator=gen, dtype=dtype)
+    w_state = [torch.randn(B, fused.hidden_size, generator=gen, dtype=dtype) for _ in "hc"]
+    h, s, g = _run(fused, x, s0, w_out, w_state)
+    h_ref, s_ref, g_ref = _run(steps, x, s0, w_out, w_state)
+    assert h.grad_fn.name() == "_LSTMRecurrenceBackward"  # the fused path ran
+    assert h_ref.grad_fn.name() != "_LSTMRecurrenceBackward"
+    for a, b in zip((h, *s), (h_ref, *s_ref)):
+        _close(a, b, dtype)
+    for a, b in zip(g, g_ref):
+        _close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_equals_torch_lstm_at_full_connectivity(dtype):
+    """100 % connectivity with a nonzero initial state: outputs, final state and every gradient
+    equal torch.nn.LSTM's."""
+    F, H, T, B = 6, 8, 19, 3
+    layer = SparseLSTM(F, H, init_std=0.7, seed=5).to(dtype)
+    ref = torch.nn.LSTM(F, H).to(dtype)
+    w_ih, w_hh = layer.dense_weights()
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(w_ih)
+        ref.weight_hh_l0.copy_(w_hh)
+        ref.bias_ih_l0.copy_(layer.bias)
+        ref.bias_hh_l0.zero_()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(T, B, F, generator=gen, dtype=dtype)
+    h0, c0 = (torch.randn(B, H, generator=gen, dtype=dtype) for _ in "hc")
+    w_out = torch.randn(T, B, H, generator=gen, dtype=dtype)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    s0s = [[h0.clone().requires_grad_(), c0.clone().requires_grad_()] for _ in range(2)]
+    h, s = layer(xs[0], LSTMState(*s0s[0]))
+    assert h.grad_fn.name() == "_LSTMRecurrenceBackward"
+    h_ref, (hn, cn) = ref(xs[1], (s0s[1][0][None], s0s[1][1][None]))
+    for a, b in ((h, h_ref), (s.h, hn[0]), (s.c, cn[0])):
+        _close(a, b, dtype)
+    ((h * w_out).sum() + s.c.sum()).backward()
+    ((h_ref * w_out).sum() + cn.sum()).backward()
+    sign_ih, sign_hh = layer.w_ih[0].sign.view(4 * H, F), layer.w_hh[0].sign.view(4 * H, H)
+    pairs = [(xs[0].grad, xs[1].grad), (s0s[0][0].grad, s0s[1][0].grad), (s0s[0][1].grad, s0s[1][1].grad),
+             (layer.bias.grad, ref.bias_ih_l0.grad),
+             (layer.w_ih[0].theta.grad.view(4 * H, F) * sign_ih, ref.weight_ih_l0.grad),
+             (layer.w_hh[0].theta.grad.view(4 * H, H) * sign_hh, ref.weight_hh_l0.grad)]
+    for a, b in pairs:
+        _close(a, b, dtype)
+
+
+def test_truncated_bptt_chunks_and_edge_cases():
+    """Two chunks with the state carried across (gradient flows through it) equal one run; T = 0 and
+    a recurrent matrix with a single entry go through as well."""
+    layer = SparseLSTM(4, 6, recurrent_connectivity=0.2, seed=1).double()
+    x = torch.randn(15, 2, 4, dtype=torch.float64, requires_grad=True)
+    h_full, s_full = layer(x)
+    g_full = torch.autograd.grad(h_full.sum() + s_full.c.sum(), [x, layer.w_hh[0].theta])
+    h_a, s_a = layer(x[:6])
+    h_b, s_b = layer(x[6:], s_a)
+    torch.testing.assert_close(torch.cat([h_a, h_b]), h_full)
+    g_chunks = torch.autograd.grad(h_a.sum() + h_b.sum() + s_b.c.sum(), [x, layer.w_hh[0].theta])
+    for a, b in zip(g_chunks, g_full):
+        torch.testing.assert_close(a, b)
+    h0, s0 = layer(x[:0])
+    assert h0.shape == (0, 2, 6) and s0.c.shape == (2, 6)
+    tiny, tiny_steps = (SparseLSTM(3, 2, recurrent_connectivity=1 / 16, fused=f, seed=0).double()
+                        for f in (True, False))
+    tiny_steps.load_state_dict(tiny.state_dict())
+    assert tiny.w_hh[0].nnz == 1
+    xt = torch.randn(5, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(tiny(xt)[0], tiny_steps(xt)[0], atol=1e-12, rtol=0)
