@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -68,60 +69,193 @@ def import_lava_runtime() -> None:
     import lava.magma.runtime.runtime  # noqa: F401
 
 
-def simulate_run(run_dir: Path, precision: str = "float", samples: int = 8, timeout: float = 600.0) -> Dict:
-    """Run the first ``samples`` test sequences through Lava and through PyTorch; writes lava_eval.json.
+QUANT_FILE = "quantization.json"
 
-    Reports frame accuracy of both (on labelled frames, folded for scoring like training),
-    ``spike_agreement`` (fraction of equal (neuron, step) spike values over valid steps of all
-    spiking layers; for LSTMs the fraction of outputs within 1e-5), ``prediction_agreement`` (frames
-    where both predict the same class) and Lava's ``steps_per_second``. Also kept as
-    ``lava_eval_<precision>.json`` so float and fixed results live side by side."""
+
+def calibration_inputs(task, samples: int = 64, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """x [N, T, F] (float64) and lengths [N] of ``samples`` training sequences drawn with a seeded
+    generator: what fixed-point scales are calibrated on (never the sequences that are scored)."""
+    from tasks.base import collate_time_major
+
+    n = min(int(samples), len(task.train))
+    if n < 1:
+        raise ValueError("calibration needs training sequences, but the training split is empty")
+    idx = np.sort(np.random.default_rng(seed).choice(len(task.train), size=n, replace=False))
+    batch = collate_time_major([task.train[int(i)] for i in idx])
+    return batch.x.transpose(0, 1).double().numpy(), batch.lengths.numpy()
+
+
+def run_quantization(run_dir: Path, task, spec, calib_samples: int = 64):
+    """(QuantizedNetwork, how it was made) for a run: the formats saved by ``sdr finetune --qat``
+    (``quantization.json``) if present, else scales calibrated on training sequences."""
+    from .quantize import QuantFormats, quantize_network
+
+    path = Path(run_dir) / QUANT_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        formats = QuantFormats.from_dict(saved.get("formats", {}), where=str(path))
+        return quantize_network(spec, formats=formats), {"source": str(path), **saved.get("calibration", {})}
+    x, lengths = calibration_inputs(task, calib_samples)
+    q = quantize_network(spec, calib_x=x, calib_lengths=lengths)
+    return q, {"source": "calibrated", "split": "train", "sequences": int(len(lengths)),
+               "frames": int(lengths.sum())}
+
+
+class _Scores:
+    """Counts for one engine against the PyTorch model over batches of test sequences."""
+
+    def __init__(self, task, spiking: bool) -> None:
+        self.fold = task.eval_fold if task.eval_fold is not None else np.arange(task.n_classes)
+        self.sequence_task, self.spiking = task.sequence_task, spiking
+        self.c = dict(sequences=0, frames=0, steps=0, torch_correct=0, correct=0, agree=0,
+                      spikes_equal=0, spikes_total=0, torch_seq_correct=0, seq_correct=0, seq_agree=0)
+
+    def add(self, batch, torch_layers, torch_logits, result) -> None:
+        """batch: time-major Batch; torch_* / result: [N, T, ...] of the same sequences."""
+        c, fold = self.c, self.fold
+        y = batch.y.transpose(0, 1).numpy()
+        lengths = batch.lengths.numpy()
+        valid = np.arange(y.shape[1])[None, :] < lengths[:, None]
+        labelled = (y >= 0) & valid
+        pred, tpred = result.readout.argmax(-1), torch_logits.argmax(-1)
+        truth = fold[np.maximum(y, 0)]
+        c["sequences"] += len(lengths)
+        c["frames"] += int(labelled.sum())
+        c["steps"] += int(valid.sum())
+        c["torch_correct"] += int((fold[tpred] == truth)[labelled].sum())
+        c["correct"] += int((fold[pred] == truth)[labelled].sum())
+        c["agree"] += int((pred == tpred)[valid].sum())
+        for a, b in zip(torch_layers, result.layers):
+            same = (a == b) if self.spiking else (np.abs(a - b) <= 1e-5)
+            c["spikes_equal"] += int(same[valid].sum())
+            c["spikes_total"] += int(valid.sum()) * a.shape[-1]
+        if self.sequence_task:  # as train.evaluate: argmax of the mean output over labelled frames
+            w = labelled[..., None]
+            n = np.maximum(w.sum(1), 1)
+            sp = ((result.readout * w).sum(1) / n).argmax(-1)
+            tp = ((torch_logits * w).sum(1) / n).argmax(-1)
+            labels = batch.seq_labels.numpy()
+            c["torch_seq_correct"] += int((tp == labels).sum())
+            c["seq_correct"] += int((sp == labels).sum())
+            c["seq_agree"] += int((sp == tp).sum())
+
+    def report(self) -> Dict:
+        c = self.c
+        f, s = max(c["frames"], 1), max(c["sequences"], 1)
+        out = {"sequences": c["sequences"], "frames": c["frames"],
+               "torch_frame_accuracy": c["torch_correct"] / f, "frame_accuracy": c["correct"] / f,
+               "prediction_agreement": c["agree"] / max(c["steps"], 1),
+               "spike_agreement": c["spikes_equal"] / max(c["spikes_total"], 1)}
+        out["accuracy_drop"] = out["torch_frame_accuracy"] - out["frame_accuracy"]
+        if self.sequence_task:
+            out.update(torch_sequence_accuracy=c["torch_seq_correct"] / s,
+                       sequence_accuracy=c["seq_correct"] / s,
+                       sequence_prediction_agreement=c["seq_agree"] / s)
+        return out
+
+
+def simulate_run(run_dir: Path, precision: str = "float", engine: str = "emulator",
+                 samples: Optional[int] = None, timeout: float = 600.0, calib_samples: int = 64,
+                 batch_size: int = 64, progress: bool = True) -> Dict:
+    """Score the run's network as Lava runs it, against the float PyTorch model; writes
+    ``lava_eval_<precision>.json`` and a copy as ``lava_eval.json``.
+
+    engine "emulator" (default): the bit-exact batched emulator (:mod:`.emulator`) on the first
+    ``samples`` test sequences (default: the whole test split), in batches of similar length.
+    engine "lava": Lava's CPU simulator on the first ``samples`` (default 8) test sequences, the
+    verification path; the emulator runs on the same sequences and ``equal_to_emulator`` says
+    whether every spike and readout value agree (fixed point: bit for bit; float: readout
+    within 1e-9). Each engine's section is kept in the file until the checkpoint changes.
+
+    Fixed point is quantised with the formats saved by ``sdr finetune --qat`` if the run has
+    them, else with scales calibrated on ``calib_samples`` *training* sequences.
+    Per engine: sequences, frames (labelled), frame accuracy of both, prediction agreement
+    (steps where both predict the same class), spike agreement ((neuron, step) pairs; LSTM:
+    outputs within 1e-5), for sequence tasks sequence accuracy and agreement."""
     from spiking_deepr.train import load_run
     from tasks.base import collate_time_major
 
-    from .simulate import simulate
+    from .emulator import emulate, length_batches
 
-    import_lava_runtime()
+    if engine not in ("emulator", "lava"):
+        raise ValueError(f"engine must be 'emulator' or 'lava', got {engine!r}")
+    run_dir = Path(run_dir)
     cfg, task, model = load_run(run_dir)
-    n = min(samples, len(task.test))
-    if n < 1:
+    if len(task.test) < 1:
         raise ValueError(f"{run_dir}: the test split is empty")
-    batch = collate_time_major([task.test[i] for i in range(n)])
-    torch_layers, torch_logits = torch_outputs(model, batch.x, batch.lengths)
+    n = len(task.test) if samples is None and engine == "emulator" else min(samples or 8, len(task.test))
     spec = model.to_spec()
-    x = batch.x.transpose(0, 1).double().numpy()
-    lengths = batch.lengths.numpy()
-    result = simulate(spec, x, lengths, precision=precision, timeout=timeout)
+    quant, calibration = (run_quantization(run_dir, task, spec, calib_samples) if precision == "fixed"
+                          else (None, None))
+    scores = _Scores(task, spiking=cfg.model.kind != "lstm")
+    section: Dict = {}
+    t0 = time.perf_counter()
+    if engine == "emulator":
+        lengths = task.test.lengths[:n]
+        batches = list(length_batches(lengths, batch_size))
+        for idx in _progress(batches, progress, f"emulating {n} test sequences ({precision})"):
+            batch = collate_time_major([task.test[int(i)] for i in idx])
+            x, L = batch.x.transpose(0, 1).double().numpy(), batch.lengths.numpy()
+            scores.add(batch, *torch_outputs(model, batch.x, batch.lengths),
+                       emulate(spec, x, L, precision, quant))
+    else:
+        from .simulate import simulate
 
-    y = batch.y.transpose(0, 1).numpy()  # [N, T]
-    valid_steps = np.arange(x.shape[1])[None, :] < lengths[:, None]
-    labelled = (y >= 0) & valid_steps
-    fold = task.eval_fold if task.eval_fold is not None else np.arange(task.n_classes)
-    lava_pred, torch_pred = result.readout.argmax(-1), torch_logits.argmax(-1)
-    report = {
-        "precision": precision,
-        "samples": n,
-        "frames": int(labelled.sum()),
-        "torch_frame_accuracy": float((fold[torch_pred] == fold[np.maximum(y, 0)])[labelled].mean()),
-        "lava_frame_accuracy": float((fold[lava_pred] == fold[np.maximum(y, 0)])[labelled].mean()),
-        "prediction_agreement": float((lava_pred == torch_pred)[valid_steps].mean()),
-        "spike_agreement": _agreement(torch_layers, result.layers, valid_steps, spiking=cfg.model.kind != "lstm"),
-        "steps_per_second": float(result.steps_per_second),
-        "sequence_steps_per_second": float(result.sequence_steps_per_second),
-        "lava_steps": int(result.lava_steps),
-    }
-    report["accuracy_drop"] = report["torch_frame_accuracy"] - report["lava_frame_accuracy"]
-    for name in ("lava_eval.json", f"lava_eval_{precision}.json"):  # the latest, and one per precision
-        atomic_write_json(Path(run_dir) / name, report)
-    print(json.dumps(report, indent=2))
-    print(f"written {Path(run_dir) / 'lava_eval.json'} (and lava_eval_{precision}.json)")
+        import_lava_runtime()
+        batch = collate_time_major([task.test[i] for i in range(n)])
+        x, L = batch.x.transpose(0, 1).double().numpy(), batch.lengths.numpy()
+        result = simulate(spec, x, L, precision=precision, quant=quant, timeout=timeout)
+        scores.add(batch, *torch_outputs(model, batch.x, batch.lengths), result)
+        section.update(equal_to_emulator=_equal(result, emulate(spec, x, L, precision, quant), precision),
+                       steps_per_second=float(result.steps_per_second),
+                       sequence_steps_per_second=float(result.sequence_steps_per_second),
+                       lava_steps=int(result.lava_steps), lanes=int(result.lanes))
+    section = {**scores.report(), **section, "seconds": time.perf_counter() - t0}
+
+    out = run_dir / f"lava_eval_{precision}.json"
+    fingerprint = _file_digest(run_dir / "checkpoint.pt")
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    if report.get("checkpoint") != fingerprint or report.get("calibration") != calibration:
+        report = {}                                  # the other engine's numbers are stale
+    report.update(precision=precision, checkpoint=fingerprint, calibration=calibration)
+    if quant is not None:
+        report["quantization"] = quant.report()
+    report[engine] = section
+    for path in (out, run_dir / "lava_eval.json"):   # one per precision, and the latest
+        atomic_write_json(path, report)
+    print(_summary_line(precision, engine, section))
+    print(f"written {out} (and lava_eval.json)")
     return report
 
 
-def _agreement(torch_layers, lava_layers, valid_steps, spiking: bool) -> float:
-    equal, total = 0, 0
-    for a, b in zip(torch_layers, lava_layers):
-        same = (a == b) if spiking else (np.abs(a - b) <= 1e-5)
-        equal += int(same[valid_steps].sum())
-        total += int(valid_steps.sum()) * a.shape[-1]
-    return equal / max(total, 1)
+def _summary_line(precision: str, engine: str, r: Dict) -> str:
+    line = (f"{engine} ({precision}) on {r['sequences']} test sequences, {r['frames']:,} frames: frame accuracy "
+            f"{r['frame_accuracy']:.4f} vs PyTorch {r['torch_frame_accuracy']:.4f}; prediction agreement "
+            f"{r['prediction_agreement']:.4f}; spike agreement {r['spike_agreement']:.4f}")
+    if "sequence_accuracy" in r:
+        line += (f"; sequence accuracy {r['sequence_accuracy']:.4f} vs PyTorch {r['torch_sequence_accuracy']:.4f}")
+    if "equal_to_emulator" in r:
+        line += f"; equal to the emulator: {r['equal_to_emulator']}; {r['steps_per_second']:.0f} Lava steps/s"
+    return line
+
+
+def _equal(a, b, precision: str) -> bool:
+    """Lava result == emulator result: every layer output, and the readout (fixed: raw integers)."""
+    layers = all(np.array_equal(x, y) for x, y in zip(a.layers, b.layers))
+    if precision == "fixed":
+        return layers and np.array_equal(a.readout_int, b.readout_int)
+    return layers and bool(np.abs(a.readout - b.readout).max(initial=0.0) <= 1e-9)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None)

@@ -79,17 +79,29 @@ class QuantMatrix:
     to_state: float            # state units per unit of the original spec weight
     n_quantized_to_zero: int = 0
     n_clipped: int = 0
+    round_offset: int = 0      # > 0: an extra input column (payload 1) with this mantissa
 
     @property
     def unit(self) -> float:
         return float(2.0 ** (self.act_shift + 1 + self.weight_exp))
 
     def lava_csr(self):
-        """int32 CSR of ``2*m`` (Lava Sparse MIXED, num_weight_bits=8), explicit zeros kept."""
+        """int32 CSR of ``2*m`` (Lava Sparse MIXED, num_weight_bits=8), explicit zeros kept.
+
+        With ``round_offset`` the matrix gets one more input column (index ``shape[1]``) holding
+        ``2*round_offset`` in every row: fed a constant payload of 1 it adds
+        ``2**(-weight_exp - 1)`` to every row's sum before Lava's arithmetic right shift by
+        ``-weight_exp``, so the shift rounds (half up) instead of flooring."""
         from scipy.sparse import csr_matrix
 
-        c = csr_matrix(((2 * self.m).astype(np.int32), (self.rows, self.cols)),
-                       shape=self.shape)
+        rows, cols, vals, shape = self.rows, self.cols, 2 * self.m, self.shape
+        if self.round_offset:
+            n_out, n_in = shape
+            rows = np.concatenate([rows, np.arange(n_out)])
+            cols = np.concatenate([cols, np.full(n_out, n_in)])
+            vals = np.concatenate([vals, np.full(n_out, 2 * self.round_offset)])
+            shape = (n_out, n_in + 1)
+        c = csr_matrix((vals.astype(np.int32), (rows, cols)), shape=shape)
         c.sort_indices()
         return c
 
@@ -101,7 +113,8 @@ class QuantMatrix:
         return {"nnz": int(self.m.size), "weight_exp": int(self.weight_exp),
                 "quantized_to_zero": int(self.n_quantized_to_zero),
                 "clipped": int(self.n_clipped),
-                "max_abs_m": int(np.abs(self.m).max()) if self.m.size else 0}
+                "max_abs_m": int(np.abs(self.m).max()) if self.m.size else 0,
+                "round_offset": int(self.round_offset)}
 
 
 def _choose_exp(max_abs_state: float, act_shift: int, exp_min: int = -1) -> int:
@@ -126,10 +139,13 @@ def quantize_matrix(w: SparseWeights, to_state: float, act_shift: int = 6,
     unit = 2.0 ** (act_shift + 1 + weight_exp)
     r = np.round(q / unit)
     m = np.clip(r, WEIGHT_MIN, WEIGHT_MAX).astype(np.int64)
+    # Lava's Sparse floors the summed graded input when it shifts right by more than the one
+    # bit that 2*m makes free; a rounding column (see lava_csr) removes that bias
+    round_offset = 2 ** (-weight_exp - 2) if graded and weight_exp < -1 else 0
     return QuantMatrix(shape=tuple(w.shape), rows=w.rows.copy(), cols=w.cols.copy(), m=m,
                        weight_exp=int(weight_exp), act_shift=act_shift, to_state=to_state,
                        n_quantized_to_zero=int(np.sum((m == 0) & (w.values != 0))),
-                       n_clipped=int(np.sum(r != m)))
+                       n_clipped=int(np.sum(r != m)), round_offset=round_offset)
 
 
 def _bias(value_state: float, where: str):
@@ -148,6 +164,10 @@ def _du(du: float) -> int:
 
 def _dv(dv: float) -> int:
     return int(np.clip(round(dv * 4096), 0, 4095))
+
+
+def _dth(rho: float) -> int:
+    return int(np.clip(round(4096 * (1.0 - rho)), 0, 4095))
 
 
 @dataclass
@@ -199,14 +219,31 @@ class QuantizedNetwork:
     def input_max_int(self) -> int:
         return 2 ** (self.input_bits - 1) - 1
 
-    def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Real input -> graded integer payloads (int64)."""
+    def input_payload(self, x: np.ndarray) -> np.ndarray:
+        """Real input [..., F] -> graded integer payloads [..., F] (int64)."""
         lim = self.input_max_int
         return np.clip(np.round(np.asarray(x, dtype=np.float64) / self.input_scale),
                        -lim, lim).astype(np.int64)
 
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """What the source sends: the payloads, plus a constant 1 column [..., F + 1] when the
+        first layer's input matrix has a rounding column (see ``QuantMatrix.lava_csr``)."""
+        p = self.input_payload(x)
+        if self.layers and self.layers[0].w_in.round_offset:
+            p = np.concatenate([p, np.ones(p.shape[:-1] + (1,), dtype=np.int64)], axis=-1)
+        return p
+
     def fake_quant_input(self, x: np.ndarray) -> np.ndarray:
-        return self.quantize_input(x) * self.input_scale
+        return self.input_payload(x) * self.input_scale
+
+    def formats(self) -> "QuantFormats":
+        """The scale and exponent choices of this quantisation (to reuse them on new weights)."""
+        return QuantFormats(
+            input_bits=self.input_bits, input_scale=self.input_scale,
+            layer_scales=[q.scale for q in self.layers],
+            weight_exps=[[q.w_in.weight_exp, None if q.w_rec is None else q.w_rec.weight_exp]
+                         for q in self.layers],
+            readout_scale=self.readout.scale, readout_exp=self.readout.w.weight_exp)
 
     def dequantize_readout(self, y_int: np.ndarray) -> np.ndarray:
         return np.asarray(y_int, dtype=np.float64) / self.readout.scale
@@ -229,15 +266,50 @@ class QuantizedNetwork:
         return out
 
 
+@dataclass
+class QuantFormats:
+    """The choices ``quantize_network`` makes from the weights and the calibration data: input
+    step, one state scale S per layer, the weight exponent of every matrix, the readout scale.
+    Given these, every integer parameter follows from the weights alone, so a network whose
+    float weights already lie on this grid (after quantisation-aware fine-tuning) quantises to
+    exactly those mantissas. JSON-serialisable with ``to_dict`` / ``from_dict``."""
+
+    input_bits: int
+    input_scale: float
+    layer_scales: List[float]
+    weight_exps: List[List[Optional[int]]]     # per layer [w_in exp, w_rec exp or None]
+    readout_scale: float
+    readout_exp: int
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "formats") -> "QuantFormats":
+        missing = sorted(set(cls.__dataclass_fields__) - set(d))
+        if missing:
+            raise ConversionError(f"{where}: missing fields {missing}")
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
 def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input_bits: int = 8,
-                     calib_x: Optional[np.ndarray] = None, calib_lengths=None) -> QuantizedNetwork:
+                     calib_x: Optional[np.ndarray] = None, calib_lengths=None,
+                     formats: Optional[QuantFormats] = None) -> QuantizedNetwork:
     """Quantise ``spec`` for Loihi-style fixed point.
 
     input_max: the real input value mapped to the largest payload (default: max |calib_x|,
     else 1.0). calib_x [N, T, F]: optional calibration inputs; the float reference is run on
-    them to bound |u|, |v| (hidden layers) and the readout range.
+    them to bound |u|, |v| (hidden layers) and the readout range. Calibrate on training data:
+    scales fitted to the sequences that are then scored flatter the result.
+    formats: reuse these scales and exponents (``QuantizedNetwork.formats()``) instead of
+    choosing them (input_max, input_bits and calib_x are then ignored).
     """
     form = lava_form(spec)
+    if formats is not None:
+        input_bits = int(formats.input_bits)
+        if len(formats.layer_scales) != len(form.layers):
+            raise ConversionError(f"formats: {len(formats.layer_scales)} layer scales for a "
+                                  f"network of {len(form.layers)} layers")
     if not 2 <= input_bits <= 24:
         raise ConversionError(f"input_bits must be in 2..24, got {input_bits}")
     for lf in form.layers:
@@ -245,7 +317,7 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
             raise ConversionError(
                 f"layer {lf.name!r}: LSTM layers have no fixed-point model (floating_pt only)")
     stats = None
-    if calib_x is not None:
+    if calib_x is not None and formats is None:
         from lava_backend.reference import reference_float
 
         stats = {}
@@ -255,6 +327,8 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
     if not input_max or input_max <= 0:
         input_max = 1.0
     x_scale = float(input_max) / (2 ** (input_bits - 1) - 1)
+    if formats is not None:
+        x_scale = float(formats.input_scale)
 
     layers: List[QuantLayer] = []
     for li, (lf, ls) in enumerate(zip(form.layers, spec.layers)):
@@ -273,25 +347,31 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
             if peak * S > STATE_TARGET:
                 S = STATE_TARGET / peak
                 warnings.append(f"scale lowered to {S:.4g} by calibration (|v|,|u| <= {peak:.4g})")
+        exp_in = exp_rec = None
+        if formats is not None:
+            S = float(formats.layer_scales[li])
+            exp_in, exp_rec = formats.weight_exps[li]
         vth = int(round(S * lf.vth / 64))
         if not 1 <= vth <= VTH_MANT_LIMIT:
             raise ConversionError(f"{where}: threshold mantissa {vth} outside 1..{VTH_MANT_LIMIT}")
         bm, be = _bias(S * lf.bias, where)
         dv = _dv(lf.dv)
-        w_in = quantize_matrix(ls.w_in, S * lf.dv * in_factor, graded=(li == 0))
-        w_rec = None if ls.w_rec is None else quantize_matrix(ls.w_rec, S * lf.dv)
+        w_in = quantize_matrix(ls.w_in, S * lf.dv * in_factor, weight_exp=exp_in, graded=(li == 0))
+        w_rec = None if ls.w_rec is None else quantize_matrix(ls.w_rec, S * lf.dv, weight_exp=exp_rec)
         for nm, qm in (("w_in", w_in), ("w_rec", w_rec)):
             if qm is not None and qm.n_clipped:
                 warnings.append(f"{nm}: {qm.n_clipped} weights clipped to 8 bits")
             if qm is not None and qm.n_quantized_to_zero:
                 warnings.append(f"{nm}: {qm.n_quantized_to_zero} nonzero weights quantised to 0")
-        beta = np.round(S * lf.beta * (1.0 - lf.rho)).astype(np.int64)
+        dth = _dth(lf.rho) if lf.kind == "alif" else 0
+        # per-spike jump (1 - rho) * beta from the *quantised* decay: b then settles at
+        # S * beta * rate exactly as in float (the exact 1 - rho would make it ~2 % larger)
+        beta = np.round(S * lf.beta * (dth / 4096.0)).astype(np.int64)
         layers.append(QuantLayer(
             kind=lf.kind, name=lf.name, n=lf.n, scale=S, du=_du(lf.du), dv=dv, vth=vth,
             bias_mant=bm, bias_exp=be,
             v_init=int(np.clip(round(S * lf.v_init), -UV_LIMIT, UV_LIMIT)), beta=beta,
-            dth=int(np.clip(round(4096 * (1.0 - lf.rho)), 0, 4095)) if lf.kind == "alif" else 0,
-            w_in=w_in, w_rec=w_rec, graded_input=(li == 0), warnings=warnings))
+            dth=dth, w_in=w_in, w_rec=w_rec, graded_input=(li == 0), warnings=warnings))
 
     ro, rs = form.readout, spec.readout
     absw = np.zeros(ro.n_out)
@@ -313,15 +393,18 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
         # y = a_in + bias is not a 24-bit neuron state: use the full 8-bit mantissas at
         # weight_exp = LINEAR_EXP (one m-unit = 2**(1 + LINEAR_EXP) output units)
         SR = WEIGHT_MAX * 2.0 ** (1 + LINEAR_EXP) / wmax_ro if wmax_ro > 0 else 1.0
+    exp_ro = None if ro.kind == "li" else LINEAR_EXP
+    if formats is not None:
+        SR, exp_ro = float(formats.readout_scale), int(formats.readout_exp)
     if ro.kind == "li":
-        wq = quantize_matrix(rs.weights, SR * ro.dv, act_shift=6)
+        wq = quantize_matrix(rs.weights, SR * ro.dv, act_shift=6, weight_exp=exp_ro)
         bm, be = _bias(SR * ro.bias_v, "readout")
         q_ro = QuantReadout(kind="li", n_out=ro.n_out, scale=SR, du=_du(ro.du), dv=_dv(ro.dv),
                             bias_mant=bm, bias_exp=be,
                             v_init=int(np.clip(round(SR * ro.v_init), -UV_LIMIT, UV_LIMIT)),
                             out_bias=np.round(SR * ro.out_bias).astype(np.int64), w=wq)
     else:
-        wq = quantize_matrix(rs.weights, SR, act_shift=0)
+        wq = quantize_matrix(rs.weights, SR, act_shift=0, weight_exp=exp_ro)
         q_ro = QuantReadout(kind="linear", n_out=ro.n_out, scale=SR, du=0, dv=0, bias_mant=0,
                             bias_exp=0, v_init=0,
                             out_bias=np.round(SR * ro.out_bias).astype(np.int64), w=wq)

@@ -5,8 +5,8 @@
   Lava run matches it spike for spike. ``form="spec"`` evaluates the literal equations of the
   spec docstrings (Norse i / v variables) instead -- mathematically identical, used to check
   the mapping and to compare against PyTorch.
-* ``reference_fixed(q, x, lengths)``: integer semantics of the fixed_pt graph (Lava's
-  bit-accurate Sparse + LIF arithmetic and this package's ALIF / readout models), bit-exact.
+* ``reference_fixed(q, x, lengths)``: integer semantics of the fixed_pt graph, bit-exact;
+  it is :func:`lava_backend.emulator.emulate_fixed` (re-exported here).
 
 Every sequence starts from i = 0 (u = 0), v = v_leak, b = 0, z[-1] = 0 (LSTM h = c = 0).
 Outputs past ``lengths[k]`` are zero. Synapse delays do not exist here: layer l at step t sees
@@ -20,6 +20,7 @@ import numpy as np
 
 from spiking_deepr.export import NetworkSpec
 
+from lava_backend.emulator import emulate_fixed as reference_fixed  # noqa: F401 (re-export)
 from lava_backend.params import SimulationResult, check_input, lava_form
 
 
@@ -158,79 +159,3 @@ def _unscaled(w):
     from lava_backend.params import csr_of
 
     return csr_of(w)
-
-
-# ----------------------------------------------------------------------------- fixed point
-def _shift(a, e):
-    """Lava Sparse bit-accurate exponent: a << e for e > 0, else arithmetic a >> -e."""
-    return np.left_shift(a, e) if e > 0 else np.right_shift(a, -e)
-
-
-def _decay(x, d):
-    p = x * (4096 - d)
-    return np.sign(p) * (np.abs(p) >> 12)
-
-
-def _int_spmm(csr_int, s):
-    return np.asarray(csr_int @ s.T).T.astype(np.int64)
-
-
-def reference_fixed(q, x, lengths=None) -> SimulationResult:
-    """Bit-exact integer simulation of the fixed_pt graph of ``q`` (a QuantizedNetwork).
-
-    Returns spikes per layer and the readout, dequantised (``readout``) and raw
-    (``readout_int``).
-    """
-    spec = q.spec
-    x, lengths = check_input(spec.n_input, x, lengths)
-    N, T, _ = x.shape
-    valid = (np.arange(T)[None, :] < lengths[:, None])
-    inp = q.quantize_input(x)
-    lim = 2 ** 23
-    outs = []
-    for ql in q.layers:
-        n = ql.n
-        W_in = ql.w_in.lava_csr().astype(np.int64)
-        W_rec = None if ql.w_rec is None else ql.w_rec.lava_csr().astype(np.int64)
-        u = np.zeros((N, n), dtype=np.int64)
-        v = np.full((N, n), ql.v_init, dtype=np.int64)
-        b = np.zeros((N, n), dtype=np.int64)
-        z = np.zeros((N, n), dtype=np.int64)
-        bias = (ql.bias_mant << ql.bias_exp) if ql.bias_exp >= 0 else \
-            (ql.bias_mant >> -ql.bias_exp)
-        vth = ql.vth << 6
-        out = np.zeros((N, T, n), dtype=np.uint8)
-        for t in range(T):
-            a = _shift(_int_spmm(W_in, inp[:, t]), ql.w_in.weight_exp)
-            if W_rec is not None:
-                a = a + _shift(_int_spmm(W_rec, z), ql.w_rec.weight_exp)
-            u = _decay(u, ql.du + 1) + (a << 6)
-            u = np.where(u > lim, u - 2 * lim, np.where(u <= -lim, u + 2 * lim, u))
-            v = np.clip(_decay(v, ql.dv) + u + bias, -lim + 1, lim - 1)
-            b = np.minimum(_decay(b, ql.dth) + ql.beta * z, lim - 1)
-            s = v > vth + b
-            v[s] = 0
-            z = s.astype(np.int64)
-            out[:, t] = s
-        out[~valid] = 0
-        outs.append(out)
-        inp = out.astype(np.int64)
-    R = q.readout
-    W = R.w.lava_csr().astype(np.int64)
-    C = R.n_out
-    yi = np.zeros((N, T, C), dtype=np.int64)
-    u = np.zeros((N, C), dtype=np.int64)
-    v = np.full((N, C), R.v_init, dtype=np.int64)
-    bias = R.bias_mant << R.bias_exp
-    for t in range(T):
-        a = _shift(_int_spmm(W, inp[:, t]), R.w.weight_exp)
-        if R.kind == "linear":
-            yi[:, t] = a + R.out_bias
-            continue
-        u = _decay(u, R.du + 1) + (a << 6)
-        u = np.where(u > lim, u - 2 * lim, np.where(u <= -lim, u + 2 * lim, u))
-        v = np.clip(_decay(v, R.dv) + u + bias, -lim + 1, lim - 1)
-        yi[:, t] = v + R.out_bias
-    yi[~valid] = 0
-    return SimulationResult(layers=outs, readout=q.dequantize_readout(yi), lengths=lengths,
-                            readout_int=yi)

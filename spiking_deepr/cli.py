@@ -49,10 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("run_dir")
     c.add_argument("--profile", default="loihi2")
 
-    m = sub.add_parser("simulate", help="run a trained run in Lava's simulator; writes lava_eval.json")
+    m = sub.add_parser("simulate", help="score a run as Lava runs it (emulator on the whole test split, or "
+                       "Lava itself on a few sequences); writes lava_eval.json")
     m.add_argument("run_dir")
-    m.add_argument("--precision", default="float", choices=["float", "fixed"])
-    m.add_argument("--samples", type=int, default=8, help="test sequences to simulate")
+    m.add_argument("--precision", default="float", choices=["float", "fixed"],
+                   help="Lava floating_pt or bit-accurate fixed_pt (Loihi) models")
+    m.add_argument("--engine", default="emulator", choices=["emulator", "lava"],
+                   help="emulator: bit-exact batched numpy emulation, default the whole test split; "
+                        "lava: Lava's CPU simulator (verification: also checks the emulator gives the same "
+                        "spikes and readout)")
+    m.add_argument("--samples", type=int, default=None,
+                   help="the first N test sequences (default: all for the emulator, 8 for lava)")
+    m.add_argument("--calib-samples", type=int, default=64,
+                   help="training sequences the fixed-point scales are calibrated on (unless the run has "
+                        "quantization.json from `sdr finetune --qat`)")
     m.add_argument("--timeout", type=float, default=600.0, help="seconds before the Lava run is stopped")
 
     d = sub.add_parser("demo", help="synthetic corpus -> DEEP R LSNN under the Loihi 2 fan-in cap -> Lava")
@@ -130,7 +140,14 @@ def _convert(args) -> int:
 def _simulate(args) -> int:
     from lava_backend.commands import simulate_run
 
-    simulate_run(Path(args.run_dir), args.precision, args.samples, args.timeout)
+    from lava_backend.params import ConversionError
+
+    try:
+        simulate_run(Path(args.run_dir), args.precision, args.engine, args.samples, args.timeout,
+                     args.calib_samples)
+    except ConversionError as err:
+        print(f"sdr simulate: error: {args.run_dir}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

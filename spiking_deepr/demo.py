@@ -35,10 +35,12 @@ def demo(overrides: List[str] = ()) -> dict:
     print("[demo] mapping onto", cfg.hardware.profile)
     resources = convert_run(run_dir, cfg.hardware.profile)
     samples = 8
-    print(f"[demo] simulating {samples} test utterances in Lava (floating point)")
-    lava_float = simulate_run(run_dir, "float", samples)
-    print(f"[demo] simulating {samples} test utterances in Lava (fixed point, Loihi bit widths)")
-    lava_fixed = simulate_run(run_dir, "fixed", samples)
+    lava = {}
+    for precision in ("float", "fixed"):
+        print(f"[demo] {precision} point: the emulator on the whole test split, Lava on {samples} test utterances")
+        simulate_run(run_dir, precision, "emulator", progress=False)
+        lava[precision] = simulate_run(run_dir, precision, "lava", samples, progress=False)
+    lava_float, lava_fixed = lava["float"], lava["fixed"]
     report = {
         "run_dir": str(run_dir),
         "test_frame_accuracy": summary["test"]["frame_accuracy"],
@@ -57,9 +59,12 @@ def demo(overrides: List[str] = ()) -> dict:
               f"max fan-in {l['max_fan_in']}")
     print(f"  {resources['profile']}: {'fits' if resources['fits'] else 'does NOT fit'} on {resources['cores']} cores")
     for name, r in (("float", lava_float), ("fixed", lava_fixed)):
-        print(f"  Lava {name:<5}: frame accuracy {r['lava_frame_accuracy']:.3f} vs PyTorch {r['torch_frame_accuracy']:.3f} "
-              f"on {r['samples']} utterances; spike agreement {r['spike_agreement']:.4f}; "
-              f"{r['steps_per_second']:.0f} steps/s")
+        e, v = r["emulator"], r["lava"]
+        print(f"  {name:<5} point, whole test split ({e['sequences']} utterances, emulator): frame accuracy "
+              f"{e['frame_accuracy']:.3f} vs PyTorch {e['torch_frame_accuracy']:.3f}; predictions equal "
+              f"{e['prediction_agreement']:.1%}, spikes equal {e['spike_agreement']:.2%}")
+        print(f"        Lava on {v['sequences']} utterances: equal to the emulator: {v['equal_to_emulator']}; "
+              f"{v['steps_per_second']:.0f} steps/s")
     print(f"  report: {run_dir / 'report.json'}")
     print("=" * 72)
     return report

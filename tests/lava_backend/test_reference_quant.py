@@ -121,3 +121,35 @@ def test_backend_modules_import_without_lava():
             "bad=[m for m in sys.modules if m == 'lava' or m.startswith('lava.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_graded_input_shift_rounds_instead_of_flooring():
+    """Lava's Sparse shifts the summed graded input right (floor); the rounding column adds
+    2**(k-1) first, so the result is the sum divided by 2**k rounded half up."""
+    spec = lsnn_spec(seed=17, kinds=("lif",), n=30, win_scale=0.05)
+    q = quantize_network(spec, input_max=4.0)
+    w = q.layers[0].w_in
+    k = -w.weight_exp
+    assert k >= 2 and w.round_offset == 2 ** (k - 2)
+    x = rand_input(17, 50, 1, 8, 2.0)[:, 0]                      # 50 input vectors
+    p = q.quantize_input(x)
+    assert p.shape == (50, 9) and np.all(p[:, -1] == 1)
+    np.testing.assert_array_equal(p[:, :-1], q.input_payload(x))
+    lava = np.right_shift(np.asarray(w.lava_csr().astype(np.int64) @ p.T).T, k)   # Lava's arithmetic
+    exact = np.asarray(w.lava_csr()[:, :-1].astype(np.int64) @ p[:, :-1].T).T / 2.0 ** k
+    np.testing.assert_array_equal(lava, np.floor(exact + 0.5))
+    assert np.any(np.floor(exact) != lava)                        # flooring would differ
+
+
+def test_adaptation_jump_follows_the_quantised_decay():
+    """b settles at jump / (dth / 4096) per unit rate: the jump must use the 12-bit dth, so the
+    effective beta equals the float one (the exact 1 - rho would make it ~2 % larger)."""
+    spec = lsnn_spec(seed=18, kinds=("alif",), n=30, n_adapt=10)
+    q = quantize_network(spec, input_max=4.0)
+    ql = q.layers[0]
+    rho = np.exp(-spec.dt * spec.layers[0].tau_adapt_inv)
+    assert ql.dth == round(4096 * (1 - rho)) and abs(ql.dth / 4096 - (1 - rho)) > 0.02 * (1 - rho)
+    adaptive = spec.layers[0].beta > 0
+    beta_eff = fake_quantize(spec, q).layers[0].beta
+    np.testing.assert_allclose(beta_eff[adaptive], spec.layers[0].beta[adaptive], rtol=1e-3)
+    assert np.all(beta_eff[~adaptive] == 0)

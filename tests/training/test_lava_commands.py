@@ -3,6 +3,7 @@ training under a profile's cap always converts for that profile; without it, con
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -38,16 +39,25 @@ def test_convert_and_simulate_a_run_trained_on_npz_data(stocks_run):
     assert {"profile", "fits", "cores", "neurons", "synapses", "max_fan_in", "violations", "layers"} <= set(resources)
     assert resources["fits"] and resources["neurons"] >= 40 + 6
 
-    assert sdr(["simulate", str(stocks_run), "--precision", "float", "--samples", "6"]) == 0
-    float_eval = json.loads((stocks_run / "lava_eval_float.json").read_text())
-    assert {"precision", "samples", "torch_frame_accuracy", "lava_frame_accuracy", "spike_agreement",
-            "steps_per_second"} <= set(float_eval)
+    assert sdr(["simulate", str(stocks_run), "--precision", "float", "--engine", "lava", "--samples", "6"]) == 0
+    float_eval = json.loads((stocks_run / "lava_eval_float.json").read_text())["lava"]
+    assert {"sequences", "frames", "torch_frame_accuracy", "frame_accuracy", "spike_agreement",
+            "prediction_agreement", "sequence_accuracy", "steps_per_second"} <= set(float_eval)
+    assert float_eval["sequences"] == 6 and float_eval["equal_to_emulator"]
     assert float_eval["spike_agreement"] >= 0.999
     assert float_eval["prediction_agreement"] >= 0.999
 
-    assert sdr(["simulate", str(stocks_run), "--precision", "fixed", "--samples", "6"]) == 0
+    # fixed point: the emulator scores the whole test split, Lava verifies it on 5 sequences
+    assert sdr(["simulate", str(stocks_run), "--precision", "fixed"]) == 0
+    assert sdr(["simulate", str(stocks_run), "--precision", "fixed", "--engine", "lava", "--samples", "5"]) == 0
     fixed_eval = json.loads((stocks_run / "lava_eval.json").read_text())
-    assert fixed_eval["precision"] == "fixed" and 0 <= fixed_eval["lava_frame_accuracy"] <= 1
+    n_test = len(np.load(stocks_run.parent / "stocks" / "test.npz")["y"])
+    assert fixed_eval["precision"] == "fixed"
+    assert fixed_eval["calibration"]["split"] == "train"
+    emu, lava = fixed_eval["emulator"], fixed_eval["lava"]
+    assert emu["sequences"] == n_test and lava["sequences"] == 5
+    assert lava["equal_to_emulator"]
+    assert 0 <= emu["frame_accuracy"] <= 1 and 0 <= emu["sequence_accuracy"] <= 1
 
 
 @pytest.mark.slow
