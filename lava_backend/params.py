@@ -111,6 +111,9 @@ def lava_form(spec: NetworkSpec) -> LavaForm:
         raise ConversionError(f"dt must be > 0, got {spec.dt}")
     if not spec.layers:
         raise ConversionError("NetworkSpec has no layers")
+    if getattr(spec, "n_repeat", 1) != 1:
+        raise ConversionError(f"n_repeat={spec.n_repeat}: repeated input frames are not supported by the "
+                              f"Lava backend yet (train with model.n_repeat=1 to convert)")
     layers: List[LavaLayer] = []
     n_prev, graded = spec.n_input, True
     for li, ls in enumerate(spec.layers):
@@ -130,6 +133,9 @@ def lava_form(spec: NetworkSpec) -> LavaForm:
         if not isinstance(ls, LIFLayerSpec):
             raise ConversionError(f"{where}: unsupported layer type {type(ls).__name__}")
         n = int(ls.n)
+        if getattr(ls, "reset", "value") != "value" or getattr(ls, "refractory", 0):
+            raise ConversionError(f"{where}: reset={ls.reset!r}, refractory={ls.refractory} are not supported by "
+                                  f"the Lava backend yet (train with model.reset=value model.refractory=0)")
         _check_weights(ls.w_in, (n, n_prev), f"{where} w_in")
         if ls.w_rec is not None:
             _check_weights(ls.w_rec, (n, n), f"{where} w_rec")

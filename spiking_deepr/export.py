@@ -77,6 +77,9 @@ class LIFLayerSpec:
         z[t]   = v' > v_th                         (strictly greater)
         v      = v_reset where z[t] else v'
 
+    Options (``spiking_deepr.layers.lif``): ``reset="subtract"``: v = v' - v_th where z[t];
+    ``refractory=R``: for R steps after a spike z = 0 and v keeps its value (counter r:
+    refractory while r > 0, r -= 1 per such step, r = R at a spike).
     Neuron parameters are scalars (one value per population, as Lava's LIF requires).
     """
 
@@ -89,6 +92,8 @@ class LIFLayerSpec:
     v_th: float
     v_leak: float = 0.0
     v_reset: float = 0.0
+    reset: str = "value"
+    refractory: int = 0
     kind: str = field(default="lif", init=False)
 
 
@@ -154,6 +159,9 @@ class NetworkSpec:
 
     The input enters the first layer as a current (``W_in x[t]``); layer l>0 receives the
     spikes (or LSTM outputs) of layer l-1 at the same step t.
+
+    ``n_repeat``: every input frame is presented for n_repeat steps; the layers run at that rate
+    and the readout once per frame on the last layer's output averaged over the frame's steps.
     """
 
     n_input: int
@@ -161,6 +169,7 @@ class NetworkSpec:
     layers: List[LayerSpec]
     readout: ReadoutSpec
     n_classes: int = 0
+    n_repeat: int = 1
 
     def __post_init__(self) -> None:
         if not self.n_classes:

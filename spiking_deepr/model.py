@@ -27,8 +27,9 @@ from .export import ALIFLayerSpec, LIFLayerSpec, LSTMLayerSpec, NetworkSpec, Rea
 from .layers import (Bidirectional, LinearReadout, LIFParameters, LIReadout, SparseALIFRecurrent,
                      SparseLIFRecurrent, SparseLSTM)
 from .layers._common import check_lengths, check_time_major, masked_mean_rate
+from .layers.lif import RESETS
 from .layers.lstm import BUDGETS
-from .layers.surrogate import DEFAULT_ALPHA, METHODS
+from .layers.surrogate import DEFAULT_ALPHA, METHODS, SCALED_METHODS
 from .sparse import SparseMatrix
 
 __all__ = ["ModelConfig", "SequenceModel"]
@@ -55,7 +56,16 @@ class ModelConfig:
         surrogate: surrogate gradient method (Norse's ``super``, ``tanh``, ``triangle``, ``circ``,
             ``heavi_erfc``, ``heaviside``, or ``bellec``).
         surrogate_alpha: its parameter; None: a per-method default (``layers.surrogate.DEFAULT_ALPHA``;
-            for ``bellec`` it is the thr_scale, dampening 0.3).
+            for ``bellec`` it is the thr_scale, dampening 0.3; for ``lsnn`` the dampening, 0.3).
+    LSNN recipe options (Bellec et al.; docs/lsnn_recipe.md). Default | recipe:
+        reset: ``"value"`` (v = v_reset after a spike, Norse) | ``"subtract"`` (v -= v_th).
+        refractory: 0 | R steps after a spike without spiking, voltage held (Norse ``lif_refrac``).
+        surrogate ``"lsnn"``: LSNN-official pseudo-derivative, 0.3·max(0, 1-|x|) on
+            x = (v - A)/A with the adaptive threshold A (see ``layers.surrogate``).
+        n_repeat: 1 | n: every input frame is presented n times (n simulation steps of ``dt`` per
+            frame; spiking layers run T·n steps); the readout runs once per frame on the last
+            layer's output averaged over the frame's n steps, so logits, labels and lengths stay
+            per frame (as the authors' ``outputs_ds``). Rates in ``spike_statistics`` are per step.
     Readout
         readout: ``"li"`` (Norse leaky integrator, output v + bias) | ``"linear"``.
         readout_tau_syn_inv, readout_tau_mem_inv: LI time constants; None: the neurons' values.
@@ -91,6 +101,9 @@ class ModelConfig:
     beta: float = 1.8
     surrogate: str = "bellec"
     surrogate_alpha: Optional[float] = None
+    reset: str = "value"
+    refractory: int = 0
+    n_repeat: int = 1
     readout: str = "li"
     readout_tau_syn_inv: Optional[float] = None
     readout_tau_mem_inv: Optional[float] = None
@@ -131,6 +144,14 @@ class ModelConfig:
             bad("beta", "must be >= 0")
         if self.surrogate not in METHODS:
             bad("surrogate", f"must be one of {METHODS}")
+        if self.surrogate in SCALED_METHODS and not self.v_th > 0:
+            bad("v_th", f"must be > 0 with surrogate={self.surrogate!r} (it divides by the threshold)")
+        if self.reset not in RESETS:
+            bad("reset", f"must be one of {RESETS}")
+        if int(self.refractory) != self.refractory or self.refractory < 0:
+            bad("refractory", "must be a whole number of steps >= 0")
+        if int(self.n_repeat) != self.n_repeat or self.n_repeat < 1:
+            bad("n_repeat", "must be a whole number >= 1")
         if self.readout not in READOUTS:
             bad("readout", f"must be one of {READOUTS}")
         for name in ("connectivity", "input_connectivity", "recurrent_connectivity", "readout_connectivity"):
@@ -223,7 +244,7 @@ class SequenceModel(nn.Module):
         p = LIFParameters(torch.as_tensor(cfg.tau_syn_inv), torch.as_tensor(cfg.tau_mem_inv),
                           torch.as_tensor(cfg.v_leak), torch.as_tensor(cfg.v_th), torch.as_tensor(cfg.v_reset),
                           cfg.surrogate, cfg.alpha())
-        common = dict(dt=cfg.dt, input_connectivity=cfg.conn("input"),
+        common = dict(dt=cfg.dt, reset=cfg.reset, refractory=int(cfg.refractory), input_connectivity=cfg.conn("input"),
                       recurrent_connectivity=cfg.conn("recurrent"), exclude_diagonal=cfg.exclude_diagonal,
                       fan_in_cap=cfg.fan_in_cap, input_sign=in_sign, recurrent_sign=rec_sign,
                       input_init_std=in_std, recurrent_init_std=cfg.init_gain / h ** 0.5, seed=seed)
@@ -237,10 +258,17 @@ class SequenceModel(nn.Module):
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x [T, B, n_features] (time-major), lengths int [B] or None -> logits [T, B, n_classes].
 
-        Also records per-layer spike rates of this forward (padding excluded), see
-        :meth:`spike_statistics` and :meth:`firing_rate_loss`."""
+        With ``n_repeat = n`` the layers run T·n steps (each frame repeated n times) and the readout
+        sees the last layer's output averaged over each frame's n steps. Also records per-layer
+        spike rates of this forward (padding excluded), see :meth:`spike_statistics` and
+        :meth:`firing_rate_loss`."""
         check_time_major(x, self.n_features, "SequenceModel")
-        lengths = check_lengths(lengths, x.shape[0], x.shape[1], "SequenceModel")
+        T = x.shape[0]
+        lengths = check_lengths(lengths, T, x.shape[1], "SequenceModel")
+        n = int(self.cfg.n_repeat)
+        if n > 1:
+            x = x.repeat_interleave(n, dim=0)
+            lengths = None if lengths is None else lengths * n
         rates, stats = [], {}
         h = x
         for l, layer in enumerate(self.layers):
@@ -253,6 +281,8 @@ class SequenceModel(nn.Module):
                 rates.append(r)
                 stats[f"layer{l}"] = float(r.detach().mean()) if r.numel() else 0.0
         self._rates, self.last_stats = rates, stats
+        if n > 1:
+            h = h.view(T, n, *h.shape[1:]).mean(dim=1)
         return self.readout(h)
 
     # ----------------------------------------------------------------------------- parameters
@@ -340,7 +370,8 @@ class SequenceModel(nn.Module):
             common = dict(name=name, n=layer.hidden_size, w_in=_weights(layer.w_in),
                           w_rec=None if layer.w_rec is None else _weights(layer.w_rec),
                           tau_syn_inv=float(layer.tau_syn_inv), tau_mem_inv=float(layer.tau_mem_inv),
-                          v_th=float(layer.v_th), v_leak=float(layer.v_leak), v_reset=float(layer.v_reset))
+                          v_th=float(layer.v_th), v_leak=float(layer.v_leak), v_reset=float(layer.v_reset),
+                          reset=layer.reset, refractory=layer.refractory)
             if isinstance(layer, SparseALIFRecurrent):
                 layers.append(ALIFLayerSpec(**common, beta=layer.beta.detach().float().cpu().numpy(),
                                             tau_adapt_inv=float(layer.tau_adapt_inv)))
@@ -360,7 +391,7 @@ class SequenceModel(nn.Module):
         else:
             readout = ReadoutSpec("linear", weights, bias)
         return NetworkSpec(n_input=self.n_features, dt=cfg.dt, layers=layers, readout=readout,
-                           n_classes=self.n_classes)
+                           n_classes=self.n_classes, n_repeat=int(cfg.n_repeat))
 
 
 def _weights(m: SparseMatrix) -> SparseWeights:

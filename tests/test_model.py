@@ -234,3 +234,29 @@ def test_trains_with_deep_r(kind):
     assert {n: m.nnz for n, m in model.sparse_matrices().items()} == budgets
     for m in model.sparse_matrices().values():
         m.check_invariants()
+
+
+@pytest.mark.parametrize("reset, refractory, expected", [("subtract", 0, [1.0, 1.0, 0.0]),
+                                                         ("value", 1, [0.5, 0.5, 0.0])])
+def test_n_repeat_hand_computed(reset, refractory, expected):
+    """One LIF neuron (dt = 1, tau_mem_inv = 0.5, current used up every step, input current 3 in the
+    first two frames), n_repeat = 2, readout = identity: each frame's logit is the neuron's mean
+    spike count over the frame's two steps. Subtract: v' = 1.5, 1.75, 1.875, 1.9375 all spike, then
+    0.47, 0.23 do not. Refractory 1 (reset to 0): spike, held, spike, held, then no input."""
+    cfg = ModelConfig(kind="lif", hidden=[1], connectivity=1.0, exclude_diagonal=False, readout="linear",
+                      dense_readout=True, dt=1.0, tau_mem_inv=0.5, tau_syn_inv=1.0, reset=reset,
+                      refractory=refractory, n_repeat=2)
+    model = SequenceModel(cfg, 1, 1)
+    w_in = model.layers[0].w_in
+    with torch.no_grad():
+        w_in.theta.fill_(3.0)
+        model.layers[0].w_rec.theta.zero_()  # no recurrence
+        model.readout.weight.fill_(1.0)
+        model.readout.bias.zero_()
+    x = torch.tensor([1.0, 1.0, 0.0]).view(3, 1, 1) * w_in.sign.view(1, 1, 1)  # current +3
+    logits = model(x, torch.tensor([3]))
+    assert logits.shape == (3, 1, 1)
+    assert logits.detach().view(-1).tolist() == expected
+    assert model.to_spec().n_repeat == 2 and model.to_spec().layers[0].reset == reset
+    with pytest.raises(ValueError, match="n_repeat"):
+        ModelConfig(n_repeat=0)

@@ -27,26 +27,31 @@ _backward_jit = dict(parallel=True, cache=True, boundscheck=False, nogil=True,
 _BLOCK = 64  # neurons per block of the transposes between batch- and neuron-major layouts
 
 # indices into ``coef``
-_CM, _CS, _VLEAK, _VTH, _VRESET, _RHO, _OMR, _DVDV, _DIDJ, _ONE, _ALPHA, _DAMP = range(12)
+_CM, _CS, _VLEAK, _VTH, _VRESET, _RHO, _OMR, _DVDV, _DIDJ, _ONE, _ALPHA, _DAMP, _REFRAC = range(13)
 
 #: surrogate derivatives computed inside `backward` (anything else comes precomputed as ``S``)
-PRECOMPUTED, SUPER, TRIANGLE, BELLEC = range(4)
+PRECOMPUTED, SUPER, TRIANGLE, BELLEC, LSNN = range(5)
 #: methods evaluated in the kernel, with the formulas of their own backward passes (tested against them)
-KERNEL_SURROGATES = {"super": SUPER, "triangle": TRIANGLE, "bellec": BELLEC}
+KERNEL_SURROGATES = {"super": SUPER, "triangle": TRIANGLE, "bellec": BELLEC, "lsnn": LSNN}
 
 
 @nb.njit(**_forward_jit)
-def forward(cur, z0, v0, i0, b0, crow_t, rows_t, vals_t, beta, coef, adaptive, X, Z, v, i, b):
-    """Run T steps. cur [T, B, N] input currents W_in x; z0, v0, i0, b0 [B, N] initial state;
+def forward(cur, z0, v0, i0, b0, r0, crow_t, rows_t, vals_t, beta, coef, adaptive, subtract, refractory, scaled,
+            X, Z, TH, REF, v, i, b, r):
+    """Run T steps. cur [T, B, N] input currents W_in x; z0, v0, i0, b0, r0 [B, N] initial state;
     (crow_t, rows_t, vals_t) CSR of W_recᵀ with values in that order (crow_t empty: no recurrence);
-    beta [N].
+    beta [N]. Options: ``subtract`` (reset v -= v_th instead of v = v_reset), ``refractory`` (counter
+    r, length coef[_REFRAC]), ``scaled`` (spike argument (v' - thr) / thr, the "lsnn" surrogate).
 
-    Writes X [T, B, N] (v' - threshold, kept for the surrogate gradient), Z [T, B, N] spikes and the
-    final state into v, i, b [B, N]."""
+    Writes X [T, B, N] (the spike function's argument, kept for the surrogate gradient), Z [T, B, N]
+    spikes, TH [T, B, N] the adaptive threshold (``scaled`` and ``adaptive`` only, else unused),
+    REF [T, B, N] 1 where the neuron was refractory (``refractory`` only) and the final state into
+    v, i, b, r [B, N]."""
     T, B, N = cur.shape
     recurrent = crow_t.shape[0] > 0
     cm, cs, vleak, vth, vreset = coef[_CM], coef[_CS], coef[_VLEAK], coef[_VTH], coef[_VRESET]
-    rho, omr = coef[_RHO], coef[_OMR]
+    rho, omr, n_refrac = coef[_RHO], coef[_OMR], coef[_REFRAC]
+    zero = coef[_ONE] - coef[_ONE]
     for bb in nb.prange(B):
         rec = np.zeros(N, dtype=cur.dtype)
         zprev = z0[bb]
@@ -56,10 +61,11 @@ def forward(cur, z0, v0, i0, b0, crow_t, rows_t, vals_t, beta, coef, adaptive, X
             if zprev[n] != 0:
                 spikes[n_spikes] = n
                 n_spikes += 1
-        vb, ib, bbv = v[bb], i[bb], b[bb]
+        vb, ib, bbv, rb = v[bb], i[bb], b[bb], r[bb]
         vb[:] = v0[bb]
         ib[:] = i0[bb]
         bbv[:] = b0[bb]
+        rb[:] = r0[bb]
         for t in range(T):
             rec[:] = 0
             if recurrent:
@@ -77,28 +83,47 @@ def forward(cur, z0, v0, i0, b0, crow_t, rows_t, vals_t, beta, coef, adaptive, X
                 if adaptive:
                     bn = rho * bbv[n] + omr * zprev[n]
                     bbv[n] = bn
-                    x = vd - (vth + beta[n] * bn)
+                    th = vth + beta[n] * bn
                 else:
-                    x = vd - vth
+                    th = vth
+                x = vd - th
+                if scaled:
+                    x = x / th
+                    if adaptive:
+                        TH[t, bb, n] = th
                 xt[n] = x
+                if refractory and rb[n] > 0:  # no spike, v held, counter down
+                    REF[t, bb, n] = 1
+                    zt[n] = 0
+                    rb[n] = max(zero, rb[n] - coef[_ONE])
+                    continue
+                if refractory:
+                    REF[t, bb, n] = 0
                 if x > 0:
                     zt[n] = 1
-                    vb[n] = vreset
+                    vb[n] = vd - vth if subtract else vreset
                     spikes[n_spikes] = n
                     n_spikes += 1
+                    if refractory:
+                        rb[n] = n_refrac
                 else:
                     zt[n] = 0
                     vb[n] = vd
+                    if refractory:
+                        rb[n] = zero
             zprev = zt
 
 
 @nb.njit(**_backward_jit)
-def backward(gz, S, X, z0, gv, gi, gb, crow_t, rows_t, vals_t, beta, coef, adaptive, surrogate, GJ, gw_t, gzc):
+def backward(gz, S, X, TH, REF, z0, gv, gi, gb, crow_t, rows_t, vals_t, beta, coef, adaptive, subtract, refractory,
+             surrogate, GJ, gw_t, gzc):
     """Backpropagate through T steps.
 
-    gz [T, B, N] gradient of the spikes; X [T, B, N] from `forward` (z = X > 0); S [T, B, N] the
-    surrogate derivative at X when ``surrogate == PRECOMPUTED`` (else unused: Norse's SuperSpike
-    1/(|x|+1)², Norse's triangle alpha·max(0, 1-|x|), or Bellec's damp·max(0, 1-|x|/alpha));
+    gz [T, B, N] gradient of the spikes; X, TH, REF [T, B, N] from `forward` (z = X > 0 where not
+    refractory); S [T, B, N] the surrogate derivative at X when ``surrogate == PRECOMPUTED`` (else
+    unused: Norse's SuperSpike 1/(|x|+1)², Norse's triangle alpha·max(0, 1-|x|), Bellec's
+    damp·max(0, 1-|x|/alpha), or LSNN-official's alpha·max(0, 1-|x|) on x = (v' - A)/A, with the
+    chain rule through v' (1/A) and the threshold A (-v'/A² = -(1 + x)/A));
     z0 [B, N] initial spikes; gv, gi, gb [B, N] gradients of the final state on entry, of the
     initial state on exit; (crow_t, rows_t, vals_t) CSR of W_recᵀ with its values.
 
@@ -108,7 +133,7 @@ def backward(gz, S, X, z0, gv, gi, gb, crow_t, rows_t, vals_t, beta, coef, adapt
     T, B, N = X.shape
     recurrent = crow_t.shape[0] > 0
     cm, rho, omr, dvdv, didj = coef[_CM], coef[_RHO], coef[_OMR], coef[_DVDV], coef[_DIDJ]
-    one, alpha, damp = coef[_ONE], coef[_ALPHA], coef[_DAMP]
+    one, alpha, damp, vth = coef[_ONE], coef[_ALPHA], coef[_DAMP], coef[_VTH]
     zero = one - one
     gw_t[:] = 0
     gzc[:] = 0
@@ -122,6 +147,16 @@ def backward(gz, S, X, z0, gv, gi, gb, crow_t, rows_t, vals_t, beta, coef, adapt
         # batch entry by batch entry: spike, reset, threshold, decay
         for bb in nb.prange(B):
             for n in range(N):
+                if refractory and REF[t, bb, n] != 0:
+                    # z = 0 and v = v[t-1]: the gradient of v passes through unchanged, v' gets none
+                    gj = gi[bb, n] * didj
+                    gi[bb, n] = gj
+                    GJ[t, bb, n] = gj
+                    if adaptive:
+                        gbt = gb[bb, n]
+                        gb[bb, n] = rho * gbt
+                        gza[bb, n] = omr * gbt
+                    continue
                 x = X[t, bb, n]
                 g = gz[t, bb, n] + gzr[bb, n] + gza[bb, n]
                 if surrogate == SUPER:
@@ -131,15 +166,27 @@ def backward(gz, S, X, z0, gv, gi, gb, crow_t, rows_t, vals_t, beta, coef, adapt
                     gx = (g * alpha) * max(zero, one - abs(x))
                 elif surrogate == BELLEC:
                     gx = g * (max(zero, one - abs(x) / alpha) * damp)
+                elif surrogate == LSNN:
+                    gx = g * (alpha * max(zero, one - abs(x)))
                 else:
                     gx = g * S[t, bb, n]
-                gvp = gx if x > 0 else gv[bb, n] + gx  # reset: v = v' unless it spiked
+                if surrogate == LSNN:  # x = (v' - A) / A
+                    th = TH[t, bb, n] if adaptive else vth
+                    gxv = gx / th
+                    gth = -gxv * (one + x)
+                else:  # x = v' - A
+                    gxv = gx
+                    gth = -gx
+                if subtract or not x > 0:  # reset: v = v' - z v_th, or v = v' unless it spiked
+                    gvp = gv[bb, n] + gxv
+                else:
+                    gvp = gxv
                 gj = gi[bb, n] * didj + cm * gvp
                 gv[bb, n] = gvp * dvdv
                 gi[bb, n] = gj
                 GJ[t, bb, n] = gj
                 if adaptive:
-                    gbt = gb[bb, n] - beta[n] * gx
+                    gbt = gb[bb, n] + beta[n] * gth
                     gb[bb, n] = rho * gbt
                     gza[bb, n] = omr * gbt  # b[t] = rho b[t-1] + (1 - rho) z[t-1]
         if not recurrent:
@@ -150,8 +197,10 @@ def backward(gz, S, X, z0, gv, gi, gb, crow_t, rows_t, vals_t, beta, coef, adapt
                     gjn[n, bb] = GJ[t, bb, n]
                     if t == 0:
                         zprev[n, bb] = z0[bb, n]
+                    elif X[t - 1, bb, n] > 0 and not (refractory and REF[t - 1, bb, n] != 0):
+                        zprev[n, bb] = one
                     else:
-                        zprev[n, bb] = one if X[t - 1, bb, n] > 0 else zero
+                        zprev[n, bb] = zero
         # presynaptic neuron by neuron: Wᵀ δj into ∂E/∂z[t-1], and the weight gradient
         for c in nb.prange(N):
             nf = 0
@@ -175,4 +224,3 @@ def backward(gz, S, X, z0, gv, gi, gb, crow_t, rows_t, vals_t, beta, coef, adapt
     for n in nb.prange(N):
         for bb in range(B):
             gzc[n, bb] = gzr[bb, n] + gza[bb, n]
-

@@ -13,7 +13,9 @@ order: input jump, then decay) plus a threshold adaptation :math:`b` per neuron:
         z[t] &= \Theta(v' - \vartheta[t]), \qquad v \leftarrow (1 - z[t])\, v' + z[t]\, v_{\text{reset}}
     \end{align*}
 
-exactly :class:`spiking_deepr.export.ALIFLayerSpec`. ``beta`` is a per-neuron vector: 0 for plain
+exactly :class:`spiking_deepr.export.ALIFLayerSpec`. The options ``reset="subtract"`` (subtracts the
+baseline :math:`v_{\text{th}}`), ``refractory`` and the surrogate ``"lsnn"`` (scaled by the adaptive
+threshold :math:`\vartheta_k[t]`) are those of :mod:`spiking_deepr.layers.lif`. ``beta`` is a per-neuron vector: 0 for plain
 LIF neurons, > 0 for adaptive ones (``n_lif`` LIF neurons first, then ``n_alif`` ALIF neurons). With
 ``beta = 0`` everywhere the layer is bit-for-bit the LIF layer (and Norse's ``lif_step``).
 Gradients: the reset uses the detached spike (as Norse); the adaptation :math:`b` is driven by the
@@ -54,11 +56,10 @@ import torch
 from norse.torch.functional.lif import LIFParameters
 
 from ..sparse import SparseMatrix
-from .lif import _SparseSpikingRecurrent, lif_integrate
+from .lif import _SparseSpikingRecurrent, lif_integrate, spike_and_reset
 from .recurrence import NeuronConstants
-from .surrogate import spike_fn
 
-__all__ = ["ALIFParameters", "ALIFState", "alif_step", "SparseALIFRecurrent"]
+__all__ = ["ALIFParameters", "ALIFState", "ALIFRefracState", "alif_step", "SparseALIFRecurrent"]
 
 
 class ALIFParameters(NamedTuple):
@@ -87,19 +88,32 @@ class ALIFState(NamedTuple):
     b: torch.Tensor
 
 
+class ALIFRefracState(NamedTuple):
+    """ALIFState plus r [B, N], refractory steps left (float), for a layer with a refractory period."""
+
+    z: torch.Tensor
+    v: torch.Tensor
+    i: torch.Tensor
+    b: torch.Tensor
+    r: torch.Tensor
+
+
 def alif_step(x_current: torch.Tensor, state: ALIFState, w_rec: Optional[SparseMatrix],
-              p: ALIFParameters, dt: float = 0.001) -> Tuple[torch.Tensor, ALIFState]:
+              p: ALIFParameters, dt: float = 0.001, reset: str = "value",
+              refractory: int = 0) -> Tuple[torch.Tensor, ALIFState]:
     """One Euler step of a sparse recurrent LIF/ALIF population (`ALIFLayerSpec` semantics).
 
-    ``x_current`` is the projected input W_in x[t], [B, N]; ``w_rec`` a SparseMatrix [N, N] or None.
+    ``x_current`` is the projected input W_in x[t], [B, N]; ``w_rec`` a SparseMatrix [N, N] or None;
+    ``reset`` / ``refractory`` as :func:`~spiking_deepr.layers.lif.lif_step` (``refractory > 0``:
+    the state is an ALIFRefracState).
     """
     v_decayed, i_decayed = lif_integrate(x_current, state, w_rec, p, dt)
     rho = torch.exp(-dt * torch.as_tensor(p.tau_adapt_inv, dtype=state.v.dtype))
     b_new = rho * state.b + (1 - rho) * state.z
-    z_new = spike_fn(v_decayed - (p.v_th + p.beta * b_new), p.method, p.alpha)
-    zd = z_new.detach()
-    v_new = (1 - zd) * v_decayed + zd * p.v_reset
-    return z_new, ALIFState(z_new, v_new, i_decayed, b_new)
+    z_new, v_new, r_new = spike_and_reset(v_decayed, p.v_th + p.beta * b_new, state, p, reset, refractory)
+    if r_new is None:
+        return z_new, ALIFState(z_new, v_new, i_decayed, b_new)
+    return z_new, ALIFRefracState(z_new, v_new, i_decayed, b_new, r_new)
 
 
 class SparseALIFRecurrent(_SparseSpikingRecurrent):
@@ -112,12 +126,13 @@ class SparseALIFRecurrent(_SparseSpikingRecurrent):
         beta: adaptation strength of the ALIF neurons (scalar), or a float [N] vector (then n_lif /
             n_alif only fix N).
         tau_adapt_inv: inverse adaptation time constant (scalar).
-        Other arguments: as :class:`~spiking_deepr.layers.lif.SparseLIFRecurrent`.
+        Other arguments (``reset``, ``refractory`` included): as
+            :class:`~spiking_deepr.layers.lif.SparseLIFRecurrent`.
     """
 
     def __init__(self, input_size: int, n_lif: int, n_alif: int, p: LIFParameters = LIFParameters(), *,
                  beta: Union[float, torch.Tensor] = 1.8, tau_adapt_inv: float = 1.0 / 0.2,
-                 dt: float = 0.001, input_connectivity: float = 1.0,
+                 dt: float = 0.001, reset: str = "value", refractory: int = 0, input_connectivity: float = 1.0,
                  recurrent_connectivity: Optional[float] = 1.0, exclude_diagonal: bool = True,
                  fan_in_cap: Optional[int] = None, input_sign: Optional[torch.Tensor] = None,
                  recurrent_sign: Optional[torch.Tensor] = None, input_init_std: Optional[float] = None,
@@ -129,7 +144,7 @@ class SparseALIFRecurrent(_SparseSpikingRecurrent):
         n = n_lif + n_alif
         super().__init__(input_size, n, tau_syn_inv=p.tau_syn_inv, tau_mem_inv=p.tau_mem_inv,
                          v_leak=p.v_leak, v_th=p.v_th, v_reset=p.v_reset, method=p.method, alpha=p.alpha,
-                         dt=dt, input_connectivity=input_connectivity,
+                         dt=dt, reset=reset, refractory=refractory, input_connectivity=input_connectivity,
                          recurrent_connectivity=recurrent_connectivity, exclude_diagonal=exclude_diagonal,
                          fan_in_cap=fan_in_cap, input_sign=input_sign, recurrent_sign=recurrent_sign,
                          input_init_std=input_init_std, recurrent_init_std=recurrent_init_std,
@@ -157,17 +172,21 @@ class SparseALIFRecurrent(_SparseSpikingRecurrent):
                               self.tau_adapt_inv, self.beta, self.method, self.alpha)
 
     def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None) -> ALIFState:
-        """z = 0, v = v_leak, i = 0, b = 0, each [B, N]."""
+        """z = 0, v = v_leak, i = 0, b = 0 (r = 0 with a refractory period), each [B, N]."""
         like = self.w_in.theta if like is None else like
         zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
-        return ALIFState(z=zeros, v=zeros + self.v_leak.to(like.dtype), i=zeros.clone(), b=zeros.clone())
+        v = zeros + self.v_leak.to(like.dtype)
+        if self.refractory:
+            return ALIFRefracState(z=zeros, v=v, i=zeros.clone(), b=zeros.clone(), r=zeros.clone())
+        return ALIFState(z=zeros, v=v, i=zeros.clone(), b=zeros.clone())
 
     def _step(self, x_current, state, p):
-        return alif_step(x_current, state, self.w_rec, p, self.dt)
+        return alif_step(x_current, state, self.w_rec, p, self.dt, self.reset, self.refractory)
 
     def _constants(self) -> NeuronConstants:
         return NeuronConstants(self.tau_syn_inv, self.tau_mem_inv, self.v_leak, self.v_th, self.v_reset,
-                               self.beta, self.tau_adapt_inv, self.method, self.alpha)
+                               self.beta, self.tau_adapt_inv, self.method, self.alpha, self.reset,
+                               self.refractory)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", n_lif={self.n_lif}, n_alif={self.n_alif}"

@@ -13,7 +13,22 @@ Per time step :math:`t` (Euler step ``dt``, parameters as in
     \end{align*}
 
 exactly :func:`norse.torch.functional.lif.lif_step` (same operation order), and exactly
-:class:`spiking_deepr.export.LIFLayerSpec`. Both weight matrices are DEEP R
+:class:`spiking_deepr.export.LIFLayerSpec`.
+
+Options of the authors' LSNN recipe (Bellec et al.; defaults: the Norse behaviour above):
+
+- ``reset="subtract"``: :math:`v \leftarrow (1 - z)\, v' + z\, (v' - v_{\text{th}})` (Norse's
+  :func:`~norse.torch.functional.reset.reset_subtract`; the e-prop ``CustomALIF`` subtracts its
+  baseline threshold, ``I_reset = z * thr``) instead of ``"value"`` (reset to :math:`v_{\text{reset}}`).
+  The spike is detached in either reset.
+- ``refractory=R`` steps: after a spike the neuron cannot spike for the next R steps and its
+  voltage is held (not integrated; the current still is), as Norse's
+  :func:`~norse.torch.functional.lif_refrac.lif_refrac_step` and Lava's ``LIFRefractory``. A
+  counter ``r`` in the state: :math:`\rho = [r > 0]`, :math:`z \leftarrow (1-\rho) z`,
+  :math:`v \leftarrow (1-\rho) v + \rho\, v_{\text{prev}}`,
+  :math:`r \leftarrow (1-z)\max(0, r - \rho) + z R`. The refractory mask passes no gradient
+  (as ``tf.where(is_refractory, 0, z)`` in the authors' code).
+- surrogate ``method="lsnn"``: the LSNN-official pseudo-derivative (see `surrogate`). Both weight matrices are DEEP R
 :class:`~spiking_deepr.sparse.SparseMatrix` objects; the recurrent one excludes the diagonal by
 default (Norse's ``LIFRecurrent`` has no autapses either).
 
@@ -25,7 +40,7 @@ and ``record_states=True`` loop over :func:`lif_step` with autograd.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from norse.torch.functional.lif import LIFParameters, LIFState
@@ -34,9 +49,22 @@ from torch import nn
 from ..sparse import SparseMatrix, sparse_linear
 from ._common import build_matrix, check_time_major, recurrent_input
 from .recurrence import NeuronConstants, fused_available, spiking_recurrence
-from .surrogate import check_method, spike_fn
+from .surrogate import SCALED_METHODS, check_method, threshold_spike
 
-__all__ = ["LIFParameters", "LIFState", "lif_step", "SparseLIFRecurrent"]
+__all__ = ["LIFParameters", "LIFState", "LIFRefracState", "lif_step", "SparseLIFRecurrent", "RESETS"]
+
+#: Reset modes: ``"value"`` (v = v_reset after a spike, Norse's default) | ``"subtract"`` (v -= v_th).
+RESETS = ("value", "subtract")
+
+
+class LIFRefracState(NamedTuple):
+    """State of a LIF layer with a refractory period: Norse's LIFState fields (z [B, N] spikes of the
+    previous step, v [B, N] voltage, i [B, N] current) plus r [B, N], refractory steps left (float)."""
+
+    z: torch.Tensor
+    v: torch.Tensor
+    i: torch.Tensor
+    r: torch.Tensor
 
 
 def lif_integrate(x_current: torch.Tensor, state, w_rec: Optional[SparseMatrix], p,
@@ -54,32 +82,60 @@ def lif_integrate(x_current: torch.Tensor, state, w_rec: Optional[SparseMatrix],
     return v_decayed, i_jump + di
 
 
+def spike_and_reset(v_decayed: torch.Tensor, threshold: torch.Tensor, state, p, reset: str = "value",
+                    refractory: int = 0):
+    """Spike, reset and refractoriness shared by LIF and ALIF (see module docstring).
+
+    ``v_decayed`` [B, N] is v' before the spike, ``threshold`` the (adaptive) threshold; ``state``
+    gives the previous v and the refractory counter r (None: all zero). Returns (z, v, r), r None
+    when ``refractory == 0``."""
+    z_new = threshold_spike(v_decayed, threshold, p.method, p.alpha)
+    if refractory:
+        r = state.r if getattr(state, "r", None) is not None else torch.zeros_like(v_decayed)
+        ref = (r > 0).to(v_decayed.dtype)
+        z_new = z_new * (1 - ref)
+    zd = z_new.detach()
+    if reset == "subtract":
+        v_new = (1 - zd) * v_decayed + zd * (v_decayed - p.v_th)
+    else:
+        v_new = (1 - zd) * v_decayed + zd * p.v_reset
+    if not refractory:
+        return z_new, v_new, None
+    v_new = (1 - ref) * v_new + ref * state.v
+    r_new = (1 - zd) * torch.relu(r - ref) + zd * float(refractory)
+    return z_new, v_new, r_new
+
+
 def lif_step(x_current: torch.Tensor, state: LIFState, w_rec: Optional[SparseMatrix],
-             p: LIFParameters, dt: float = 0.001) -> Tuple[torch.Tensor, LIFState]:
+             p: LIFParameters, dt: float = 0.001, reset: str = "value",
+             refractory: int = 0) -> Tuple[torch.Tensor, LIFState]:
     """One Euler step of a sparse recurrent LIF population (Norse ``lif_step`` semantics).
 
     Args:
         x_current: input current W_in x[t], [B, N] (already projected; see module docstring).
-        state: LIFState(z [B, N] spikes of step t-1, v [B, N], i [B, N]).
+        state: LIFState(z [B, N] spikes of step t-1, v [B, N], i [B, N]), or LIFRefracState (plus the
+            refractory counter r [B, N]) when ``refractory > 0``.
         w_rec: recurrent SparseMatrix [N, N], or None for a feed-forward population.
-        p: Norse LIFParameters; ``p.method`` may also be ``"bellec"`` (see `surrogate`).
+        p: Norse LIFParameters; ``p.method`` may also be ``"bellec"`` or ``"lsnn"`` (see `surrogate`).
         dt: integration step.
+        reset: ``"value"`` | ``"subtract"``; refractory: steps (see module docstring).
 
     Returns:
         (z [B, N], new LIFState).
     """
     v_decayed, i_decayed = lif_integrate(x_current, state, w_rec, p, dt)
-    z_new = spike_fn(v_decayed - p.v_th, p.method, p.alpha)
-    zd = z_new.detach()
-    v_new = (1 - zd) * v_decayed + zd * p.v_reset
-    return z_new, LIFState(z_new, v_new, i_decayed)
+    z_new, v_new, r_new = spike_and_reset(v_decayed, p.v_th, state, p, reset, refractory)
+    if r_new is None:
+        return z_new, LIFState(z_new, v_new, i_decayed)
+    return z_new, LIFRefracState(z_new, v_new, i_decayed, r_new)
 
 
 class _SparseSpikingRecurrent(nn.Module):
     """Shared construction of the sparse spiking layers (matrices, buffers, time loop)."""
 
     def __init__(self, input_size: int, hidden_size: int, *, tau_syn_inv, tau_mem_inv, v_leak, v_th,
-                 v_reset, method: str, alpha, dt: float, input_connectivity: float,
+                 v_reset, method: str, alpha, dt: float, reset: str, refractory: int,
+                 input_connectivity: float,
                  recurrent_connectivity: Optional[float], exclude_diagonal: bool,
                  fan_in_cap: Optional[int], input_sign: Optional[torch.Tensor],
                  recurrent_sign: Optional[torch.Tensor], input_init_std: Optional[float],
@@ -90,6 +146,16 @@ class _SparseSpikingRecurrent(nn.Module):
             raise ValueError(f"{type(self).__name__}: sizes must be positive, got input_size={input_size}, "
                              f"hidden_size={hidden_size}")
         check_method(method)
+        if reset not in RESETS:
+            raise ValueError(f"{type(self).__name__}: reset must be one of {RESETS}, got {reset!r}")
+        if int(refractory) != refractory or refractory < 0:
+            raise ValueError(f"{type(self).__name__}: refractory must be a whole number of steps >= 0, "
+                             f"got {refractory!r}")
+        if method in SCALED_METHODS and not float(v_th) > 0:
+            raise ValueError(f"{type(self).__name__}: surrogate {method!r} divides by the threshold, "
+                             f"which needs v_th > 0, got {float(v_th)}")
+        self.reset = reset
+        self.refractory = int(refractory)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.dt = float(dt)
         self.method = method
@@ -131,9 +197,9 @@ class _SparseSpikingRecurrent(nn.Module):
         state = self.initial_state(B, x) if state is None else state
         currents = sparse_linear(x, self.w_in)  # all T at once: one product over T*B rows
         if self.fused and not self.record_states and T > 0 and fused_available(currents):
-            z, v, i, b = spiking_recurrence(currents, state.z, state.v, state.i, getattr(state, "b", None),
-                                            self.w_rec, self._constants(), self.dt)
-            final = (z[-1], v, i) if b is None else (z[-1], v, i, b)
+            z, v, i, b, r = spiking_recurrence(currents, state.z, state.v, state.i, getattr(state, "b", None),
+                                               getattr(state, "r", None), self.w_rec, self._constants(), self.dt)
+            final = (z[-1], v, i) + (() if b is None else (b,)) + (() if r is None else (r,))
             return z, type(state)(*final)
         p = self.parameters_tuple()
         outputs, states = [], []
@@ -152,7 +218,8 @@ class _SparseSpikingRecurrent(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, method={self.method!r}, "
-                f"alpha={self.alpha}, dt={self.dt}, fused={self.fused}")
+                f"alpha={self.alpha}, dt={self.dt}, reset={self.reset!r}, refractory={self.refractory}, "
+                f"fused={self.fused}")
 
 
 class SparseLIFRecurrent(_SparseSpikingRecurrent):
@@ -164,6 +231,8 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
         p: Norse ``LIFParameters`` (scalars; stored as buffers, ``method``/``alpha`` as attributes).
             ``method`` may be any Norse threshold method or ``"bellec"``.
         dt: Euler step.
+        reset: ``"value"`` (v = v_reset) | ``"subtract"`` (v -= v_th); refractory: steps without spiking
+            after a spike (see module docstring).
         input_connectivity, recurrent_connectivity: fraction of active entries of W_in [N, F] and
             W_rec [N, N]; ``recurrent_connectivity=None`` builds a feed-forward population.
         exclude_diagonal: no autapses in W_rec (default, as Norse).
@@ -178,7 +247,7 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
     """
 
     def __init__(self, input_size: int, hidden_size: int, p: LIFParameters = LIFParameters(), *,
-                 dt: float = 0.001, input_connectivity: float = 1.0,
+                 dt: float = 0.001, reset: str = "value", refractory: int = 0, input_connectivity: float = 1.0,
                  recurrent_connectivity: Optional[float] = 1.0, exclude_diagonal: bool = True,
                  fan_in_cap: Optional[int] = None, input_sign: Optional[torch.Tensor] = None,
                  recurrent_sign: Optional[torch.Tensor] = None, input_init_std: Optional[float] = None,
@@ -187,7 +256,7 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
                  seed: int = 0) -> None:
         super().__init__(input_size, hidden_size, tau_syn_inv=p.tau_syn_inv, tau_mem_inv=p.tau_mem_inv,
                          v_leak=p.v_leak, v_th=p.v_th, v_reset=p.v_reset, method=p.method, alpha=p.alpha,
-                         dt=dt, input_connectivity=input_connectivity,
+                         dt=dt, reset=reset, refractory=refractory, input_connectivity=input_connectivity,
                          recurrent_connectivity=recurrent_connectivity, exclude_diagonal=exclude_diagonal,
                          fan_in_cap=fan_in_cap, input_sign=input_sign, recurrent_sign=recurrent_sign,
                          input_init_std=input_init_std, recurrent_init_std=recurrent_init_std,
@@ -199,14 +268,18 @@ class SparseLIFRecurrent(_SparseSpikingRecurrent):
                              self.method, self.alpha)
 
     def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None) -> LIFState:
-        """z = 0, v = v_leak, i = 0, each [B, N] in the dtype/device of ``like`` (or of the weights)."""
+        """z = 0, v = v_leak, i = 0 (r = 0 with a refractory period), each [B, N] in the dtype/device of
+        ``like`` (or of the weights)."""
         like = self.w_in.theta if like is None else like
         zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
-        return LIFState(z=zeros, v=zeros + self.v_leak.to(like.dtype), i=zeros.clone())
+        v = zeros + self.v_leak.to(like.dtype)
+        if self.refractory:
+            return LIFRefracState(z=zeros, v=v, i=zeros.clone(), r=zeros.clone())
+        return LIFState(z=zeros, v=v, i=zeros.clone())
 
     def _step(self, x_current, state, p):
-        return lif_step(x_current, state, self.w_rec, p, self.dt)
+        return lif_step(x_current, state, self.w_rec, p, self.dt, self.reset, self.refractory)
 
     def _constants(self) -> NeuronConstants:
         return NeuronConstants(self.tau_syn_inv, self.tau_mem_inv, self.v_leak, self.v_th, self.v_reset,
-                               None, None, self.method, self.alpha)
+                               None, None, self.method, self.alpha, self.reset, self.refractory)

@@ -19,6 +19,19 @@ derivative :math:`\partial z/\partial x` is replaced by a pseudo-derivative chos
   With ``alpha = 1`` it equals Norse's ``"triangle"`` with ``alpha = 0.3``. (The authors' code
   applies the triangle to :math:`(v-\vartheta)/\vartheta`, i.e. :math:`s=\vartheta` and an extra
   factor :math:`1/\vartheta` from the chain rule; with :math:`\vartheta = 1` the two agree.)
+- ``"lsnn"``: the pseudo-derivative of LSNN-official (Bellec et al. 2018,
+  ``lsnn/spiking_models.py``: ``LIF.LIF_dynamic`` and ``SpikeFunction``): the spike function is
+  applied to the voltage *scaled by the adaptive threshold* :math:`A = v_{\text{th}} + \beta b`,
+
+  .. math::
+      z = H(x_s), \quad x_s = \frac{v - A}{A}, \qquad
+      \frac{\partial z}{\partial x_s} \approx \gamma \max(0,\ 1 - |x_s|), \quad \gamma = \alpha = 0.3,
+
+  and autograd carries the gradient through both :math:`v` and :math:`A` (numerator and
+  denominator): :math:`\partial z/\partial v = \gamma\max(0, 1-|x_s|)/A`,
+  :math:`\partial z/\partial A = -\gamma\max(0, 1-|x_s|)\, v/A^2`. It needs :math:`A > 0`.
+  Use :func:`threshold_spike`, which forms :math:`x_s` for this method (every other method gets
+  :math:`v - A`).
 
 :data:`DEFAULT_ALPHA` gives a sensible ``alpha`` per method when a configuration leaves it open.
 """
@@ -32,13 +45,16 @@ from norse.torch.functional.threshold import threshold as _norse_threshold
 #: Dampening factor gamma of the Bellec et al. (2018) pseudo-derivative.
 BELLEC_DAMPENING = 0.3
 
-#: Methods accepted by :func:`spike_fn` (Norse's plus ``"bellec"``).
-METHODS = ("super", "tanh", "triangle", "circ", "heavi_erfc", "heaviside", "bellec")
+#: Methods accepted by :func:`spike_fn` (Norse's plus ``"bellec"`` and ``"lsnn"``).
+METHODS = ("super", "tanh", "triangle", "circ", "heavi_erfc", "heaviside", "bellec", "lsnn")
+
+#: Methods whose spike function takes the voltage scaled by the threshold, (v - A) / A.
+SCALED_METHODS = ("lsnn",)
 
 #: Default ``alpha`` per method (Norse's defaults; the triangle height 0.3 of Bellec et al.;
-#: thr_scale 1 for "bellec").
+#: thr_scale 1 for "bellec"; the dampening factor 0.3 for "lsnn").
 DEFAULT_ALPHA = {"super": 100.0, "tanh": 100.0, "triangle": 0.3, "circ": 1.0, "heavi_erfc": 1.0,
-                 "heaviside": 1.0, "bellec": 1.0}
+                 "heaviside": 1.0, "bellec": 1.0, "lsnn": BELLEC_DAMPENING}
 
 
 class BellecSpike(torch.autograd.Function):
@@ -64,10 +80,22 @@ def bellec_fn(x: torch.Tensor, thr_scale: Union[float, torch.Tensor] = 1.0,
 
 
 def spike_fn(x: torch.Tensor, method: str, alpha) -> torch.Tensor:
-    """``z = H(x)`` with the surrogate gradient ``method`` (see module docstring)."""
+    """``z = H(x)`` with the surrogate gradient ``method`` (see module docstring); for ``"lsnn"``
+    ``x`` is the scaled voltage (v - A) / A and ``alpha`` the dampening factor."""
     if method == "bellec":
         return bellec_fn(x, alpha)
+    if method == "lsnn":
+        return bellec_fn(x, 1.0, alpha)
     return _norse_threshold(x, method, alpha)
+
+
+def threshold_spike(v: torch.Tensor, threshold: torch.Tensor, method: str, alpha) -> torch.Tensor:
+    """Spikes ``z = H(v - threshold)`` [B, N] with the surrogate ``method``: the argument is
+    ``(v - threshold) / threshold`` for the scaled methods (``"lsnn"``), else ``v - threshold``."""
+    x = v - threshold
+    if method in SCALED_METHODS:
+        x = x / threshold
+    return spike_fn(x, method, alpha)
 
 
 def check_method(method: str) -> None:

@@ -130,3 +130,80 @@ def test_bellec_surrogate_trains_through_layer():
     z, _ = layer(torch.rand(10, 2, 3))
     z.sum().backward()
     assert layer.w_in.theta.grad.abs().sum() > 0
+
+
+def _hand_case(reset, refractory, steps):
+    """dt = 1, tau_mem_inv = 0.5, tau_syn_inv = 1 (the current is used up every step), v_th = 1, a
+    constant input current 3: v' = 0.5 v + 1.5 (1.5 from v = 0)."""
+    p = LIFParameters(torch.tensor(1.0), torch.tensor(0.5), torch.tensor(0.0), torch.tensor(1.0),
+                      torch.tensor(0.0), "super", 100.0)
+    layer = SparseLIFRecurrent(1, 1, p, dt=1.0, reset=reset, refractory=refractory, recurrent_connectivity=None)
+    state, zs, vs = layer.initial_state(1), [], []
+    for _ in range(steps):
+        z, state = lif_step(torch.full((1, 1), 3.0), state, None, p, 1.0, reset, refractory)
+        zs.append(int(z)), vs.append(float(state.v))
+    return zs, vs
+
+
+def test_recipe_options_hand_computed():
+    # reset by subtraction: v = v' - 1 after each spike: v' = 1.5, 1.75, 1.875
+    assert _hand_case("subtract", 0, 3) == ([1, 1, 1], pytest.approx([0.5, 0.75, 0.875]))
+    # refractory 2 steps, reset to 0: the voltage is held at 0 for two steps, then v' = 1.5 again
+    assert _hand_case("value", 2, 6) == ([1, 0, 0, 1, 0, 0], [0.0] * 6)
+    # both: 1 step held at 0.5, then v' = 0.25 + 1.5
+    assert _hand_case("subtract", 1, 5) == ([1, 0, 1, 0, 1], pytest.approx([0.5, 0.5, 0.75, 0.75, 0.875]))
+    with pytest.raises(ValueError, match="reset"):
+        SparseLIFRecurrent(2, 3, reset="nope")
+    with pytest.raises(ValueError, match="refractory"):
+        SparseLIFRecurrent(2, 3, refractory=1.5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_refractory_equals_norse_lif_refrac(fused):
+    """Norse's lif_refrac_step (rho_reset = R): same spikes and voltages, recurrent network."""
+    from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState, lif_refrac_step
+
+    F, N, T, B, R = 6, 9, 60, 3, 3
+    p = _p64(v_leak=0.1, v_reset=-0.1)
+    layer = SparseLIFRecurrent(F, N, p, refractory=R, input_init_std=3.0, recurrent_init_std=1.0, fused=fused,
+                               record_states=not fused, seed=4).double()
+    x = torch.rand(T, B, F, dtype=D)
+    z, s = layer(x)
+    w_in, w_rec = layer.w_in.to_dense(), layer.w_rec.to_dense()
+    s0 = layer.initial_state(B, x)
+    state = LIFRefracState(LIFState(s0.z, s0.v, s0.i), s0.r)
+    pr = LIFRefracParameters(layer.parameters_tuple(), torch.tensor(float(R), dtype=D))  # float32-rounded
+    zn, vn = [], []
+    for t in range(T):
+        zt, state = lif_refrac_step(x[t], state, w_in, w_rec, pr, 0.001)
+        zn.append(zt), vn.append(state.lif.v)
+    zn, vn = torch.stack(zn), torch.stack(vn)
+    z = z.detach()
+    assert 0.02 < float(z.mean()) < 0.3  # spiking, and the refractory period matters:
+    assert float(SparseLIFRecurrent(F, N, p, w_in=layer.w_in, w_rec=layer.w_rec).double()(x)[0].detach().mean()) > z.mean()
+    torch.testing.assert_close(z, zn, atol=0, rtol=0)
+    torch.testing.assert_close(s.v.detach(), vn[-1] if fused else vn, atol=1e-12, rtol=0)
+    if fused:
+        torch.testing.assert_close(s.r, state.rho, atol=0, rtol=0)
+
+
+def test_reset_subtract_equals_norse_reset_subtract():
+    """Norse's LIFBox with reset_method=reset_subtract, feed-forward, with the current used up every
+    step (dt * tau_syn_inv = 1, so our current-based LIF has no synaptic memory either)."""
+    from norse.torch.functional.lif_box import LIFBoxFeedForwardState, LIFBoxParameters, lif_box_feed_forward_step
+    from norse.torch.functional.reset import reset_subtract
+
+    F, N, T, B = 5, 8, 50, 2
+    p = _p64(tau_syn_inv=1000.0, v_leak=0.05)
+    layer = SparseLIFRecurrent(F, N, p, reset="subtract", recurrent_connectivity=None, input_init_std=4.0,
+                               seed=2).double()
+    x = torch.rand(T, B, F, dtype=D)
+    z = layer(x)[0].detach()
+    pb = LIFBoxParameters(p.tau_mem_inv, p.v_leak, p.v_th, p.v_reset, "super", p.alpha, reset_subtract)
+    state = LIFBoxFeedForwardState(torch.full((B, N), 0.05, dtype=D))
+    zn = []
+    for t in range(T):
+        zt, state = lif_box_feed_forward_step(x[t] @ layer.w_in.to_dense().T, state, pb, 0.001)
+        zn.append(zt)
+    assert 0.05 < float(z.mean()) < 0.6
+    torch.testing.assert_close(z, torch.stack(zn), atol=0, rtol=0)

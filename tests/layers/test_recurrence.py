@@ -8,14 +8,15 @@ from norse.torch.functional.lif import LIFParameters
 
 from spiking_deepr.layers import SparseALIFRecurrent, SparseLIFRecurrent
 
-ALPHA = {"super": 100.0, "triangle": 0.3, "bellec": 0.8, "tanh": 3.0, "circ": 1.0, "heavi_erfc": 1.0}
+ALPHA = {"super": 100.0, "triangle": 0.3, "bellec": 0.8, "tanh": 3.0, "circ": 1.0, "heavi_erfc": 1.0, "lsnn": 0.3}
 
 
 def _pair(kind, dtype, method="super", recurrent=0.3, F=7, N=24, seed=3, **kw):
     p = LIFParameters(v_leak=torch.as_tensor(0.05), v_reset=torch.as_tensor(-0.1), method=method,
                       alpha=torch.as_tensor(ALPHA.get(method, 1.0)))
+    options = {k: kw.pop(k) for k in ("reset", "refractory") if k in kw}
     common = dict(input_connectivity=0.6, recurrent_connectivity=recurrent, input_init_std=2.5,
-                  recurrent_init_std=1.0, seed=seed, **kw)
+                  recurrent_init_std=1.0, seed=seed, **options, **kw)
     if kind == "lif":
         fused = SparseLIFRecurrent(F, N, p, **common)
     else:
@@ -24,38 +25,43 @@ def _pair(kind, dtype, method="super", recurrent=0.3, F=7, N=24, seed=3, **kw):
     args = (F, N, p) if kind == "lif" else (F, N - N // 3, N // 3, p)
     extra = {} if kind == "lif" else dict(beta=fused.beta, tau_adapt_inv=float(fused.tau_adapt_inv))
     steps = type(fused)(*args, w_in=fused.w_in, w_rec=fused.w_rec, recurrent_connectivity=recurrent, fused=False,
-                        **extra).to(dtype)
+                        **options, **extra).to(dtype)
     return fused, steps
 
 
 def _initial_state(layer, B, dtype, gen):
-    """A nonzero, differentiable initial state (spikes included)."""
+    """A nonzero, differentiable initial state (spikes included; a refractory counter in 0..3)."""
     s0 = layer.initial_state(B)
     parts = [(torch.rand(B, layer.hidden_size, generator=gen) < 0.3).to(dtype)]
-    parts += [torch.randn(B, layer.hidden_size, generator=gen, dtype=dtype) * 0.5 for _ in s0[1:]]
-    return type(s0)(*(t.requires_grad_() for t in parts))
+    parts += [torch.randn(B, layer.hidden_size, generator=gen, dtype=dtype) * 0.5 for _ in s0._fields[1:]
+              if _ != "r"]
+    parts = [t.requires_grad_() for t in parts]
+    if "r" in s0._fields:
+        parts.append(torch.randint(0, 4, (B, layer.hidden_size), generator=gen).to(dtype))
+    return type(s0)(*parts)
+
+
+def _differentiable(state):
+    return [t for name, t in zip(state._fields, state) if name != "r"]
 
 
 def _run(layer, x, s0, w_out, w_state):
     """Loss that touches every output: all spikes and every final state variable."""
     z, s = layer(x, s0)
-    loss = (z * w_out).sum() + sum((v * w).sum() for v, w in zip(s[1:], w_state))
-    leaves = [x, layer.w_in.theta] + ([layer.w_rec.theta] if layer.w_rec is not None else []) + list(s0)
+    loss = (z * w_out).sum() + sum((v * w).sum() for v, w in zip(_differentiable(s)[1:], w_state))
+    leaves = [x, layer.w_in.theta] + ([layer.w_rec.theta] if layer.w_rec is not None else []) + _differentiable(s0)
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     return z, s, grads
 
 
-@pytest.mark.parametrize("kind", ["lif", "alif"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("method", ["super", "triangle", "bellec", "tanh"])
-def test_fused_equals_step_functions(kind, dtype, method):
+def _check_fused_equals_step_functions(kind, dtype, method, **options):
     T, B, F = 35, 4, 7
-    fused, steps = _pair(kind, dtype, method)
+    fused, steps = _pair(kind, dtype, method, **options)
     gen = torch.Generator().manual_seed(1)
     x = (torch.rand(T, B, F, generator=gen) < 0.4).to(dtype).requires_grad_()
     s0 = _initial_state(fused, B, dtype, gen)
     w_out = torch.randn(T, B, fused.hidden_size, generator=gen, dtype=dtype)
-    w_state = [torch.randn(B, fused.hidden_size, generator=gen, dtype=dtype) for _ in s0[1:]]
+    w_state = [torch.randn(B, fused.hidden_size, generator=gen, dtype=dtype) for _ in _differentiable(s0)[1:]]
     z, s, g = _run(fused, x, s0, w_out, w_state)
     z_ref, s_ref, g_ref = _run(steps, x, s0, w_out, w_state)
     assert z.grad_fn.name() == "_SpikingRecurrenceBackward"  # the fused path ran
@@ -69,6 +75,28 @@ def test_fused_equals_step_functions(kind, dtype, method):
         scale = b.abs().max()
         assert scale > 0
         torch.testing.assert_close(a / scale, b / scale, atol=tol, rtol=0)
+    return z, s
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", ["super", "triangle", "bellec", "tanh"])
+def test_fused_equals_step_functions(kind, dtype, method):
+    _check_fused_equals_step_functions(kind, dtype, method)
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method, reset, refractory", [("lsnn", "value", 0), ("super", "subtract", 0),
+                                                       ("triangle", "value", 2), ("lsnn", "subtract", 3)])
+def test_fused_equals_step_functions_with_recipe_options(kind, dtype, method, reset, refractory):
+    """The LSNN recipe options (LSNN-official surrogate, reset by subtraction, refractory period) on
+    both paths: same spikes, states (the refractory counter included) and gradients."""
+    z, s = _check_fused_equals_step_functions(kind, dtype, method, reset=reset, refractory=refractory)
+    assert ("r" in s._fields) == bool(refractory)
+    if refractory:  # the refractory period is in force: no neuron spikes twice within R + 1 steps
+        window = z.unfold(0, refractory + 1, 1).sum(-1)
+        assert float(window.detach().max()) == 1.0
 
 
 @pytest.mark.parametrize("kind", ["lif", "alif"])

@@ -30,3 +30,20 @@ def test_norse_methods_pass_through(method):
     torch.testing.assert_close(g1, g2)
     with pytest.raises(ValueError):
         spike_fn(x, "nope", 1.0)
+
+
+def test_lsnn_official_pseudo_derivative_against_hand_formula():
+    """LSNN-official (lsnn/spiking_models.py): z = SpikeFunction((v - A) / A, 0.3) with
+    dz/dx = 0.3 max(0, 1 - |x|), differentiated through v and through the adaptive threshold A."""
+    from spiking_deepr.layers import threshold_spike
+
+    v = torch.linspace(-1.0, 4.0, 41, dtype=torch.float64, requires_grad=True)
+    A = torch.full((41,), 1.6, dtype=torch.float64).requires_grad_()
+    z = threshold_spike(v, A, "lsnn", 0.3)
+    assert torch.equal(z.detach(), (v > A).double())
+    gv, gA = torch.autograd.grad(z.sum(), [v, A])
+    x = (v - A) / A
+    pseudo = 0.3 * torch.clamp(1 - x.abs(), min=0)
+    torch.testing.assert_close(gv, pseudo / A, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gA, -pseudo * v / A ** 2, atol=1e-12, rtol=0)
+    assert gv.abs().sum() > 0 and gA.abs().sum() > 0
