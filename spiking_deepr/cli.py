@@ -5,6 +5,8 @@
     sdr sweep [key=value ...]                       accuracy vs connectivity table for several algorithms
     sdr convert RUN_DIR [--profile loihi2]          Loihi resource report (resources.json)
     sdr simulate RUN_DIR [--precision float|fixed]  run the network in Lava, compare with PyTorch
+    sdr export RUN_DIR --format nir [--out FILE]     the trained network as a NIR graph
+    sdr import-nir FILE [--dt S] [--out DIR]        a NIR LIF graph -> SequenceModel, checked in Lava
     sdr demo [key=value ...]                        the whole path on the built-in synthetic corpus
 
 Every command writes machine-readable JSON beside its human-readable output.
@@ -64,6 +66,35 @@ def _parser() -> argparse.ArgumentParser:
                    help="training sequences the fixed-point scales are calibrated on (unless the run has "
                         "quantization.json from `sdr finetune --qat`)")
     m.add_argument("--timeout", type=float, default=600.0, help="seconds before the Lava run is stopped")
+
+    x = sub.add_parser(
+        "export", help="write a trained unidirectional LIF network in an exchange format",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Formats:\n"
+                    "  nir   NIR graph (HDF5, nir 1.0): input Linear -> CubaLIF (LIF when the synaptic current\n"
+                    "        decays within one step) with its recurrent Linear self-loop, per layer -> Affine, or\n"
+                    "        Linear -> CubaLI/LI [-> Affine(I, bias)] readout. Continuous-time parameters for\n"
+                    "        forward-Euler readers with unit spikes (tau = 1/tau_inv, w_in = tau_syn/dt, r = 1);\n"
+                    "        dt is in the graph metadata. Weights are DENSE: dormant connections are stored as 0.\n"
+                    "        ALIF layers are refused (NIR has no adaptive neuron) unless --drop-adaptation;\n"
+                    "        LSTM and bidirectional models are refused.\n"
+                    "  (lava-dl netx HDF5 is not available: lava-dl 0.6.0 pins torch<2.4 and pytest<8, see README.)\n"
+                    "Writes FILE, FILE.json (nodes, stored vs active weights) and, with --drop-adaptation,\n"
+                    "FILE.adaptation.json (test frame accuracy with and without adaptation).")
+    x.add_argument("run_dir")
+    x.add_argument("--format", default="nir", choices=["nir"], help="exchange format (default nir)")
+    x.add_argument("--out", help="output file (default RUN_DIR/network.nir)")
+    x.add_argument("--drop-adaptation", action="store_true",
+                   help="export ALIF layers as plain LIF (beta = 0), measuring the accuracy change")
+
+    i = sub.add_parser("import-nir", help="build a SequenceModel from a NIR LIF graph and check it in Lava")
+    i.add_argument("file")
+    i.add_argument("--dt", type=float, default=1e-3,
+                   help="simulation step in seconds the graph's time constants are read with (NIR files do not "
+                        "store it; snnTorch exports for 1e-4; default 1e-3)")
+    i.add_argument("--out", default="runs/imported", help="directory for model.pt and import.json")
+    i.add_argument("--check", type=int, default=4,
+                   help="random input sequences to run in Lava against the PyTorch model (0: skip)")
 
     d = sub.add_parser("demo", help="synthetic corpus -> DEEP R LSNN under the Loihi 2 fan-in cap -> Lava")
     d.add_argument("overrides", nargs="*")
@@ -158,8 +189,41 @@ def _demo(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .interop import export_run
+    from .nir_export import NIRExportError
+
+    try:
+        report = export_run(Path(args.run_dir), args.format, args.out, args.drop_adaptation)
+    except (NIRExportError, ValueError) as err:
+        print(f"sdr export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"written {report['file']} ({report['format']}: {len(report['nodes'])} nodes, "
+          f"{report['stored_weights']:,} stored weights for {report['active_connections']:,} active connections)")
+    if "dropped_adaptation" in report:
+        c = report["dropped_adaptation"]
+        print(f"adaptation dropped: test frame accuracy {c['frame_accuracy_with_adaptation']:.4f} -> "
+              f"{c['frame_accuracy_without_adaptation']:.4f}")
+    return 0
+
+
+def _import_nir(args) -> int:
+    from .interop import import_nir
+    from .nir_import import NIRImportError
+
+    try:
+        report = import_nir(Path(args.file), args.dt, Path(args.out), args.check)
+    except (NIRImportError, ValueError, OSError) as err:
+        print(f"sdr import-nir: error: {args.file}: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    print(f"written {Path(args.out) / 'import.json'}")
+    return 0
+
+
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "sweep": _sweep, "convert": _convert,
-             "simulate": _simulate, "demo": _demo}
+             "simulate": _simulate, "demo": _demo,
+             "export": _export, "import-nir": _import_nir}
 
 
 if __name__ == "__main__":

@@ -137,12 +137,13 @@ def spec_to_nir(spec: NetworkSpec, *, source: str = "") -> "nir.NIRGraph":
 
 
 def write_nir(graph, path: Path) -> None:
-    """``nir.write`` to a temporary file in the target's folder, then rename (atomic)."""
+    """``nir.write`` to a temporary file beside ``path``, renamed when complete (atomic). h5py needs
+    a named (readable) file, so the checkpoint module's byte-stream writer does not fit."""
     import nir
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         nir.write(tmp, graph)

@@ -1,0 +1,99 @@
+"""`sdr export` and `sdr import-nir`: a trained run -> NIR file; a NIR file -> SequenceModel checked in Lava."""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write_json
+
+FORMATS = ("nir",)
+
+
+def _without_adaptation(model):
+    """A copy of ``model`` whose ALIF neurons have beta = 0 (plain LIF): what --drop-adaptation exports."""
+    from .layers.alif import SparseALIFRecurrent
+
+    plain = copy.deepcopy(model)
+    for layer in plain.layers:
+        if isinstance(layer, SparseALIFRecurrent):
+            layer.beta.zero_()
+    return plain
+
+
+def export_run(run_dir: Path, fmt: str = "nir", out: Optional[Path] = None, drop_adaptation: bool = False) -> Dict:
+    """Write the run's network as ``fmt`` (default ``RUN/network.nir``) and ``export.json`` beside it.
+
+    With ``drop_adaptation`` ALIF layers are exported as LIF; the test-split accuracy of the model
+    with and without adaptation is measured and written to ``<out>.adaptation.json``."""
+    from .export import ALIFLayerSpec
+    from .nir_export import drop_adaptation as drop, spec_to_nir, write_nir
+    from .train import evaluate, load_run
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
+    cfg, task, model = load_run(Path(run_dir))
+    spec = model.to_spec()
+    out = Path(out) if out else Path(run_dir) / "network.nir"
+    report = {"format": fmt, "file": str(out), "run": str(run_dir), "weights": "dense (dormant connections are 0)"}
+    has_alif = any(isinstance(ls, ALIFLayerSpec) for ls in spec.layers)
+    if has_alif and drop_adaptation:
+        warnings.warn("exporting ALIF layers as LIF (--drop-adaptation): the exported network differs from "
+                      "the trained one", stacklevel=2)
+        with torch.no_grad():
+            before = evaluate(model, task, "test", cfg.train.eval_batch_size)
+            after = evaluate(_without_adaptation(model), task, "test", cfg.train.eval_batch_size)
+        change = {"split": "test", "frame_accuracy_with_adaptation": before["frame_accuracy"],
+                  "frame_accuracy_without_adaptation": after["frame_accuracy"],
+                  "change": after["frame_accuracy"] - before["frame_accuracy"]}
+        atomic_write_json(out.with_name(out.name + ".adaptation.json"), change)
+        report["dropped_adaptation"] = change
+        spec = drop(spec)
+    graph = spec_to_nir(spec, source=str(run_dir))
+    write_nir(graph, out)
+    stored = sum(int(np.asarray(n.weight).size) for n in graph.nodes.values() if hasattr(n, "weight"))
+    active = sum(ls.w_in.nnz + (ls.w_rec.nnz if ls.w_rec is not None else 0) for ls in spec.layers)
+    report.update({"nodes": {k: type(v).__name__ for k, v in graph.nodes.items()}, "edges": graph.edges,
+                   "dt": spec.dt, "stored_weights": stored,
+                   "active_connections": active + spec.readout.weights.nnz})
+    atomic_write_json(out.with_name(out.name + ".json"), report)
+    return report
+
+
+def import_nir(path: Path, dt: float, out: Path, check_sequences: int = 4, steps: int = 50,
+               timeout: float = 300.0) -> Dict:
+    """Build a SequenceModel from a NIR file, save it (``out/model.pt``), and run it in Lava (float) on
+    ``check_sequences`` random input sequences against the PyTorch model; writes ``out/import.json``."""
+    from dataclasses import asdict
+
+    from lava_backend.commands import import_lava_runtime, torch_outputs
+
+    from .checkpoint import atomic_write_bytes
+    from .nir_import import read_nir_model
+
+    model, spec = read_nir_model(path, dt)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "model.pt", lambda f: torch.save(
+        {"model_config": asdict(model.cfg), "n_features": model.n_features, "n_classes": model.n_classes,
+         "state_dict": model.state_dict()}, f))
+    report = {"file": str(path), "dt": dt, "layers": [{"n": ls.n, "recurrent": ls.w_rec is not None,
+                                                        "connections": ls.w_in.nnz + (ls.w_rec.nnz if ls.w_rec else 0)}
+                                                       for ls in spec.layers],
+              "readout": spec.readout.kind, "model": str(out / "model.pt")}
+    if check_sequences > 0:
+        import_lava_runtime()
+        from lava_backend.simulate import simulate
+
+        x = torch.randn(steps, check_sequences, spec.n_input, generator=torch.Generator().manual_seed(0))
+        layers, _ = torch_outputs(model, x, torch.full((check_sequences,), steps))
+        res = simulate(model.to_spec(), x.transpose(0, 1).numpy(), timeout=timeout)
+        agree = [float(np.mean(a == b)) for a, b in zip(res.layers, layers)]
+        report["lava_check"] = {"sequences": check_sequences, "steps": steps, "spike_agreement": agree,
+                                "spikes": [int(b.sum()) for b in layers]}
+    atomic_write_json(out / "import.json", report)
+    return report
