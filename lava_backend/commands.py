@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from spiking_deepr.checkpoint import atomic_write_json
+from spiking_deepr.errors import UserError
+from spiking_deepr.rundir import ensure_writable
 
 
 def convert_run(run_dir: Path, profile: str = "loihi2") -> Dict:
@@ -22,6 +24,7 @@ def convert_run(run_dir: Path, profile: str = "loihi2") -> Dict:
     from .hardware import map_network
 
     _, _, model = load_run(run_dir)
+    ensure_writable(Path(run_dir))  # before the work whose report could not be saved
     report = map_network(model.to_spec(), profile)
     atomic_write_json(Path(run_dir) / "resources.json", report)
     print(f"profile {report['profile']}: {'fits' if report['fits'] else 'DOES NOT FIT'} — "
@@ -179,10 +182,13 @@ def simulate_run(run_dir: Path, precision: str = "float", engine: str = "emulato
 
     if engine not in ("emulator", "lava"):
         raise ValueError(f"engine must be 'emulator' or 'lava', got {engine!r}")
+    if samples is not None and samples < 1:
+        raise UserError(f"samples: expected at least 1 test sequence to simulate, found {samples}")
     run_dir = Path(run_dir)
     cfg, task, model = load_run(run_dir)
+    ensure_writable(run_dir)  # before the work whose result could not be saved
     if len(task.test) < 1:
-        raise ValueError(f"{run_dir}: the test split is empty")
+        raise UserError(f"{run_dir}: expected a non-empty test split, found 0 sequences")
     n = len(task.test) if samples is None and engine == "emulator" else min(samples or 8, len(task.test))
     spec = model.to_spec()
     quant, calibration = (run_quantization(run_dir, task, spec, calib_samples) if precision == "fixed"

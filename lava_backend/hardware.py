@@ -29,6 +29,7 @@ from typing import List, Union
 
 import numpy as np
 
+from spiking_deepr.errors import UserError
 from spiking_deepr.export import LSTMLayerSpec, NetworkSpec
 
 REQUIRED_FIELDS = {
@@ -42,7 +43,7 @@ PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
                            "conf", "hardware")
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """Unknown profile, unreadable file or missing / invalid field."""
 
 
@@ -111,8 +112,14 @@ def load_profile(profile: Union[str, dict, HardwareProfile]) -> HardwareProfile:
             raise ProfileError(f"hardware profile file not found: {path}")
         import yaml
 
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ProfileError(f"hardware profile {path}: expected a YAML mapping, found an unreadable file "
+                               f"({' '.join(str(err).split())})") from None
+        if not isinstance(data, dict):
+            raise ProfileError(f"hardware profile {path}: expected a YAML mapping, found {type(data).__name__}")
         src = path
     missing = [k for k in REQUIRED_FIELDS if k not in data]
     if missing:

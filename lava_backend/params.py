@@ -22,11 +22,12 @@ from typing import List, Optional
 
 import numpy as np
 
+from spiking_deepr.errors import UserError
 from spiking_deepr.export import (ALIFLayerSpec, LIFLayerSpec, LSTMLayerSpec, NetworkSpec,
                                   SparseWeights)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A NetworkSpec feature that cannot be mapped onto Lava / Loihi."""
 
 

@@ -21,13 +21,14 @@ import traceback
 from typing import Optional
 
 
+from spiking_deepr.errors import UserError
 from spiking_deepr.export import NetworkSpec
 
 from lava_backend.params import SimulationResult, check_input
 from lava_backend.reference import reference_fixed, reference_float  # noqa: F401 (re-export)
 
 
-class LavaTimeoutError(TimeoutError):
+class LavaTimeoutError(UserError, TimeoutError):
     """The Lava run did not finish within the timeout (its processes were killed)."""
 
 

@@ -9,12 +9,16 @@
     sdr import-nir FILE [--dt S] [--out DIR]        a NIR LIF graph -> SequenceModel, checked in Lava
     sdr demo [key=value ...]                        the whole path on the built-in synthetic corpus
 
-Every command writes machine-readable JSON beside its human-readable output.
+Every command writes machine-readable JSON beside its human-readable output. Bad input (a
+:class:`~spiking_deepr.errors.UserError`) is reported as one line, ``sdr COMMAND: error: ...``, with
+exit code 2; ``--debug`` or ``SDR_DEBUG=1`` shows its traceback. Other exceptions are bugs and keep
+their traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog="Overrides are omegaconf dotlists, e.g. "
                                        "`sdr train model=lsnn rewiring.connectivity=0.05 train.epochs=3 run.dir=runs/x`.")
     p.add_argument("--version", action="version", version=f"sdr (spiking_deepr) {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of input errors too "
+                   "(same as SDR_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model; writes a run directory")
@@ -60,12 +66,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="emulator: bit-exact batched numpy emulation, default the whole test split; "
                         "lava: Lava's CPU simulator (verification: also checks the emulator gives the same "
                         "spikes and readout)")
-    m.add_argument("--samples", type=int, default=None,
+    m.add_argument("--samples", type=_positive(int), default=None,
                    help="the first N test sequences (default: all for the emulator, 8 for lava)")
-    m.add_argument("--calib-samples", type=int, default=64,
+    m.add_argument("--calib-samples", type=_positive(int), default=64,
                    help="training sequences the fixed-point scales are calibrated on (unless the run has "
                         "quantization.json from `sdr finetune --qat`)")
-    m.add_argument("--timeout", type=float, default=600.0, help="seconds before the Lava run is stopped")
+    m.add_argument("--timeout", type=_positive(float), default=600.0, help="seconds before the Lava run is stopped")
 
     x = sub.add_parser(
         "export", help="write a trained unidirectional LIF network in an exchange format",
@@ -101,18 +107,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, found {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, found {text!r}")
+        return value
+    return parse
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated")  # raised by norse's import
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help()
         return 0
-    from .config import ConfigError
+    from .errors import UserError
 
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as err:
-        print(f"sdr {args.command}: error: {err}", file=sys.stderr)
+    except UserError as err:
+        if args.debug or os.environ.get("SDR_DEBUG", "") not in ("", "0"):
+            raise
+        message = " ".join(str(err).split())  # one line, whatever the message held
+        print(f"sdr {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
@@ -143,9 +164,11 @@ def _print_summary(summary: dict) -> None:
 
 def _evaluate(args) -> int:
     from .checkpoint import atomic_write_json
+    from .rundir import ensure_writable
     from .train import evaluate, load_run
 
     cfg, task, model = load_run(Path(args.run_dir))
+    ensure_writable(Path(args.run_dir))  # before computing a result that could not be saved
     result = {"split": args.split, **evaluate(model, task, args.split, cfg.train.eval_batch_size)}
     out = Path(args.run_dir) / f"eval_{args.split}.json"
     atomic_write_json(out, result)

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tasks.base import TaskConfig
 
+from .errors import UserError
 from .model import ModelConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -119,7 +120,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value or key is invalid; the message names the field."""
 
 
@@ -185,6 +186,14 @@ def validate(cfg: DictConfig) -> None:
     _require(t.threads is None or t.threads >= 1, "train.threads", ">= 1 or null", t.threads)
     _require(t.max_batches_per_epoch is None or t.max_batches_per_epoch >= 1, "train.max_batches_per_epoch",
              ">= 1 or null", t.max_batches_per_epoch)
+    try:
+        OmegaConf.to_object(cfg.model)  # ModelConfig.__post_init__ checks the architecture
+    except ValueError as err:
+        raise ConfigError(str(err).replace("ModelConfig.", "model.", 1)) from None
+    if cfg.hardware.profile:
+        from lava_backend.hardware import load_profile  # numpy + yaml only: no lava import
+
+        load_profile(cfg.hardware.profile)  # ProfileError (a UserError) names the profile
 
 
 def to_yaml(cfg: DictConfig) -> str:

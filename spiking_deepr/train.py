@@ -17,9 +17,10 @@ same seed, connectivity stays identical on all ranks (checked at the end).
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,10 +32,13 @@ from torch.utils.data import DataLoader
 
 from tasks.base import Task, build_task, collate_time_major
 
-from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from .checkpoint import (atomic_write_bytes, atomic_write_json, dumps_strict, load_checkpoint, load_model_state,
+                         save_checkpoint)
 from .config import load_config, to_yaml
+from .errors import TrainingDivergedError, UserFileNotFoundError
 from .model import SequenceModel
 from .rewiring import DeepR, DeepRAdam, MagnitudePruning, SoftDeepR
+from .rundir import RunExistsError, RunLock, remove_stale_temporaries
 
 FORMAT = "spiking_deepr/1"
 
@@ -213,6 +217,11 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
           stop_after_epoch: Optional[int] = None) -> Dict:
     """Train (or resume) a run; returns the summary dict (also written to summary.json).
 
+    The main process holds the run directory's lock (:class:`~spiking_deepr.rundir.RunLock`) until
+    it returns or raises. Every epoch first writes ``checkpoint.pt``, then appends the metrics line;
+    resuming rewrites ``metrics.jsonl`` from the checkpoint's history, so a crash between the two
+    neither loses nor repeats an epoch. A NaN/inf loss, gradient or weight stops training with
+    :class:`~spiking_deepr.errors.TrainingDivergedError` before anything is saved.
     ``stop_after_epoch`` ends the process's work after that epoch as if it had been killed there
     (used to test resumption)."""
     dist = Distributed()
@@ -220,15 +229,23 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
         run_dir = Path(resume)
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.is_file():
-            raise FileNotFoundError(f"cannot resume: no config.yaml in {run_dir}")
+            raise UserFileNotFoundError(f"cannot resume: no config.yaml in {run_dir}")
         cfg = load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(cfg_path)))
     else:
         cfg = cfg if cfg is not None else load_config()
         run_dir = new_run_dir(cfg)
-        if (run_dir / "checkpoint.pt").exists():
-            raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
-                                  f"or choose another run.dir")
     cfg.run.dir = str(run_dir)
+    with RunLock(run_dir) if dist.main else nullcontext():
+        return _train_locked(cfg, run_dir, resume, dist, stop_after_epoch)
+
+
+def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: Distributed,
+                  stop_after_epoch: Optional[int]) -> Dict:
+    if resume is None and (run_dir / "checkpoint.pt").exists():
+        raise RunExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
+                             f"or choose another run.dir")
+    if dist.main:
+        remove_stale_temporaries(run_dir)
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -244,7 +261,7 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
     wall_before = 0.0
     if resume is not None and (run_dir / "checkpoint.pt").exists():
         ck = load_checkpoint(run_dir / "checkpoint.pt")
-        model.load_state_dict(ck["model"])
+        load_model_state(model, ck["model"], run_dir / "checkpoint.pt")
         opts.sparse.load_state_dict(ck["sparse_optimizer"])
         if opts.dense is not None:
             opts.dense.load_state_dict(ck["dense_optimizer"])
@@ -254,9 +271,9 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
         history, start_epoch, wall_before = ck["history"], ck["epoch"] + 1, ck["wall_s"]
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        if start_epoch == 0:
-            (run_dir / "metrics.jsonl").write_text("")
+        atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+        # the checkpoint's history is the truth: drops a line written after it, restores one never written
+        atomic_write_bytes(run_dir / "metrics.jsonl", "".join(dumps_strict(r) + "\n" for r in history).encode())
     dist.barrier()
 
     fold = None if task.eval_fold is None else torch.as_tensor(task.eval_fold, dtype=torch.long)
@@ -267,7 +284,10 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
         for opt in opts.all():
             for g in opt.param_groups:
                 g["lr"] = lr
-        stats = _train_epoch(cfg, task, model, opts, epoch, fold, dist)
+        try:
+            stats = _train_epoch(cfg, task, model, opts, epoch, fold, dist)
+        except TrainingDivergedError as err:
+            raise TrainingDivergedError(f"{err}; {_kept_checkpoint(run_dir, history)}") from None
         if opts.pruning is not None:
             stats["pruned"] = sum(opts.pruning.end_of_epoch(epoch))
         valid = evaluate(model, task, "valid", t.eval_batch_size, progress=t.progress and dist.main)
@@ -277,10 +297,9 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
                   "connectivity": {n: m.nnz / m.statistics()["possible"] for n, m in mats.items()},
                   "active": {n: m.nnz for n, m in mats.items()},
                   "spike_rates": _spike_rates(model)}
+        _check_finite_epoch(model, record, run_dir, history)
         history.append(record)
         if dist.main:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
             save_checkpoint(run_dir / "checkpoint.pt", {
                 "format": FORMAT, "epoch": epoch, "model": model.state_dict(),
                 "sparse_optimizer": opts.sparse.state_dict(),
@@ -289,6 +308,8 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
                 "torch_rng": torch.get_rng_state(), "history": history,
                 "wall_s": wall_before + time.perf_counter() - t0,
             })
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(dumps_strict(record) + "\n")
             print(_epoch_line(record), flush=True)
         dist.barrier()
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -327,7 +348,8 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, fold, dist: Dis
     model.train()
     loss_sum, correct, frames, rewired = 0.0, 0, 0, 0
     params = [p for o in opts.all() for g in o.param_groups for p in g["params"]]
-    for idx in _progress(batches, t.progress and dist.main, f"epoch {epoch + 1}/{t.epochs}"):
+    names = {id(p): name for name, p in model.named_parameters()}
+    for step, idx in enumerate(_progress(batches, t.progress and dist.main, f"epoch {epoch + 1}/{t.epochs}")):
         idx = idx[dist.rank::dist.world] or idx[:1]
         batch = collate_time_major([task.train[i] for i in idx])
         logits = model(batch.x, batch.lengths)
@@ -335,10 +357,15 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, fold, dist: Dis
         total = loss
         if t.firing_rate_weight > 0:
             total = total + t.firing_rate_weight * model.firing_rate_loss(t.firing_rate_target)
+        if not torch.isfinite(total):
+            raise _diverged(cfg, epoch, step, f"the loss is {float(total.detach())}")
         for o in opts.all():
             o.zero_grad(set_to_none=True)
         total.backward()
         dist.average_gradients(params)
+        bad = _first_nonfinite(params, "grad")
+        if bad is not None:  # checked before any optimizer step: a NaN never reaches the rewiring budget
+            raise _diverged(cfg, epoch, step, f"the gradient of {names.get(id(bad), 'a parameter')} is not finite")
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.optim.grad_clip)
         for o in opts.all():
@@ -350,6 +377,40 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, fold, dist: Dis
         frames += n
     return {"train_loss": loss_sum / max(frames, 1), "train_frame_accuracy": correct / max(frames, 1),
             "rewired": rewired, "batches": len(batches)}
+
+
+def _first_nonfinite(tensors, attr: Optional[str] = None) -> Optional[torch.Tensor]:
+    """The first tensor (or its ``.grad`` when ``attr='grad'``) holding a NaN or inf, else None."""
+    values = [t if attr is None else getattr(t, attr) for t in tensors]
+    pairs = [(t, v) for t, v in zip(tensors, values) if v is not None]
+    if not pairs or bool(torch.stack([v.isfinite().all() for _, v in pairs]).all()):
+        return None
+    return next(t for t, v in pairs if not bool(v.isfinite().all()))
+
+
+def _diverged(cfg, epoch: int, step: int, what: str) -> TrainingDivergedError:
+    return TrainingDivergedError(f"training diverged at epoch {epoch + 1}, step {step + 1}: {what} "
+                                 f"(optim.lr={cfg.optim.lr:g}, optim.grad_clip={cfg.optim.grad_clip}); "
+                                 f"try a smaller optim.lr or set optim.grad_clip")
+
+
+def _check_finite_epoch(model: SequenceModel, record: Dict, run_dir: Path, history: List[Dict]) -> None:
+    """Refuse to checkpoint an epoch whose weights or losses are NaN/inf (e.g. overflow on the last step)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    bad = _first_nonfinite(list(model.parameters()))
+    what = None if bad is None else f"weight {names[id(bad)]} is not finite"
+    for key in ("train_loss", "valid_loss"):
+        if what is None and not math.isfinite(record[key]):
+            what = f"{key} is {record[key]}"
+    if what is not None:
+        raise TrainingDivergedError(f"training diverged in epoch {record['epoch']}: {what} (optim.lr={record['lr']:g}); "
+                                    f"try a smaller optim.lr or set optim.grad_clip; {_kept_checkpoint(run_dir, history)}")
+
+
+def _kept_checkpoint(run_dir: Path, history: List[Dict]) -> str:
+    if not history:
+        return "no checkpoint was written"
+    return f"{run_dir / 'checkpoint.pt'} keeps epoch {history[-1]['epoch']}"
 
 
 def _spike_rates(model: SequenceModel) -> Dict[str, float]:
@@ -397,11 +458,11 @@ def load_run(run_dir: Path):
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: no config.yaml")
+        raise UserFileNotFoundError(f"{run_dir} is not a run directory: no config.yaml")
     cfg = load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(cfg_path)))
     task = build_task(cfg.task)
     model = build_model(cfg, task)
     ck = load_checkpoint(run_dir / "checkpoint.pt")
-    model.load_state_dict(ck["model"])
+    load_model_state(model, ck["model"], run_dir / "checkpoint.pt")
     model.eval()
     return cfg, task, model

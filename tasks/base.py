@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spiking_deepr.errors import UserError
+
 TASK_NAMES = ("synthetic_timit", "timit", "npz", "smoke")
 
 
@@ -132,6 +134,10 @@ class Task:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class TaskConfigError(UserError, ValueError):
+    """A task setting is missing or invalid (the message names the ``task.`` field)."""
+
+
 @dataclass
 class TaskConfig:
     """Structured config (omegaconf-compatible) selecting and parameterising a task.
@@ -187,7 +193,7 @@ def build_task(cfg: TaskConfig) -> Task:
         from tasks.smoke import build_smoke
         task = build_smoke(cfg)
     else:
-        raise ValueError(f"task.name must be one of {list(TASK_NAMES)}, got {cfg.name!r}")
+        raise TaskConfigError(f"task.name: expected one of {list(TASK_NAMES)}, found {cfg.name!r}")
     if cfg.max_frames is not None:
         task.train = task.train.chunked(cfg.max_frames)
     return task

@@ -22,10 +22,11 @@ from typing import Optional
 
 import numpy as np
 
-from tasks.base import SequenceDataset, Task, TaskConfig
+from spiking_deepr.errors import UserError, UserFileNotFoundError
+from tasks.base import SequenceDataset, Task, TaskConfig, TaskConfigError
 
 
-class NpzFormatError(ValueError):
+class NpzFormatError(UserError, ValueError):
     """An npz task file does not have the documented fields, shapes, dtypes or label ranges."""
 
 
@@ -35,7 +36,7 @@ def _err(file: Path, field: str, expected: str, found: object) -> NpzFormatError
 
 def _read(file: Path) -> dict[str, np.ndarray]:
     if not file.exists():
-        raise FileNotFoundError(f"npz task: {file} does not exist (need train.npz and test.npz, valid.npz optional)")
+        raise UserFileNotFoundError(f"npz task: {file} does not exist (need train.npz and test.npz, valid.npz optional)")
     with np.load(file, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
     for key in ("x", "y"):
@@ -91,7 +92,7 @@ def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int 
     """Load and validate an npz task directory (see module docstring) -> :class:`Task`."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise FileNotFoundError(f"npz task directory {directory} does not exist")
+        raise UserFileNotFoundError(f"npz task directory {directory} does not exist")
     files = {s: directory / f"{s}.npz" for s in ("train", "valid", "test")}
     data = {s: _read(f) for s, f in files.items() if s != "valid" or f.exists()}
     ref_file, ref = files["train"], data["train"]
@@ -140,5 +141,6 @@ def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int 
 def build_npz(cfg: TaskConfig) -> Task:
     """``build_task`` entry for ``name: npz``: ``cfg.path`` is the directory with the npz files (required)."""
     if cfg.path is None:
-        raise ValueError("task.path must name a directory with train.npz and test.npz for task.name=npz")
+        raise TaskConfigError("task.path: expected a directory with train.npz and test.npz for task.name=npz, "
+                              "found null")
     return load_npz_task(cfg.path, valid_fraction=cfg.valid_fraction, seed=cfg.seed, name=cfg.name)

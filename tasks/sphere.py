@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from spiking_deepr.errors import UserError
+
 MAGIC = b"NIST_1A"
 HEADER_BYTES = 1024
 
 
-class SphereError(ValueError):
+class SphereError(UserError, ValueError):
     """A file is not readable NIST SPHERE PCM audio."""
 
 

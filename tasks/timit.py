@@ -46,7 +46,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tasks import phones
-from tasks.base import SequenceDataset, Task, TaskConfig
+from spiking_deepr.errors import UserError
+from tasks.base import SequenceDataset, Task, TaskConfig, TaskConfigError
 from tasks.features import FEATURE_DIMS, compute_features, frame_centres
 from tasks.sphere import read_sphere
 
@@ -73,8 +74,12 @@ CACHE_VERSION = 1
 _WAV_RE = re.compile(r"^(s[aix]\d+)\.wav$", re.IGNORECASE)
 
 
-class TimitLayoutError(FileNotFoundError):
+class TimitLayoutError(UserError, FileNotFoundError):
     """The corpus directory does not have the expected TIMIT layout."""
+
+
+class TimitDataError(UserError, ValueError):
+    """A TIMIT file is malformed or inconsistent (the message names the file)."""
 
 
 @dataclass(frozen=True)
@@ -351,8 +356,8 @@ def load_timit(root: str | Path, features: str = "mfcc", label_set: int = 39,
 def build_timit(cfg: TaskConfig) -> Task:
     """``build_task`` entry for ``name: timit``: ``cfg.path`` is the user's TIMIT copy (required)."""
     if cfg.path is None:
-        raise ValueError("task.path must point to a TIMIT copy (the directory holding TRAIN/ and TEST/) "
-                         "for task.name=timit")
+        raise TaskConfigError("task.path: expected a TIMIT copy (the directory holding TRAIN/ and TEST/) "
+                              "for task.name=timit, found null")
     return load_timit(cfg.path, features=cfg.features, label_set=cfg.label_set, cache_dir=cfg.cache_dir,
                       dev_speakers=cfg.dev_speakers, test_speakers=cfg.test_speakers,
                       allow_partial=cfg.allow_partial, name=cfg.name)

@@ -29,11 +29,11 @@ def test_chunked_keeps_every_frame():
 
 
 def test_unknown_name_and_structured_config():
-    with pytest.raises(ValueError, match=r"task.name must be one of \['synthetic_timit', 'timit', 'npz', 'smoke'\]"):
+    with pytest.raises(ValueError, match=r"task.name: expected one of \['synthetic_timit', 'timit', 'npz', 'smoke'\]"):
         build_task(TaskConfig(name="mnist"))
     cfg = OmegaConf.merge(OmegaConf.structured(TaskConfig), {"name": "smoke", "dev_speakers": ["faks0"]})
     assert OmegaConf.to_object(cfg).dev_speakers == ["faks0"]
-    with pytest.raises(ValueError, match="task.path must point to a TIMIT copy"):
+    with pytest.raises(ValueError, match="task.path: expected a TIMIT copy"):
         build_task(TaskConfig(name="timit"))
 
 
