@@ -108,13 +108,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive(kind):
+    """argparse type: a number of ``kind`` (int or float) greater than 0."""
+    expected = f"{'an integer' if kind is int else 'a number'} > 0"
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, found {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
         if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, found {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
         return value
     return parse
 
