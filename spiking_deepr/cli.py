@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--models", nargs="+", default=["lstm", "lsnn"])
     s.add_argument("--algorithms", nargs="+", default=["deepr", "fixed", "magnitude_pruning", "soft_deepr"])
     s.add_argument("--connectivity", nargs="+", type=float, default=[0.01, 0.05, 0.1, 1.0])
+    s.add_argument("--rerun-stale", action="store_true", help="retrain cells whose run directory holds a run "
+                   "with other settings (default: refuse and list the differing fields)")
 
     c = sub.add_parser("convert", help="map a trained run onto a Loihi profile; writes resources.json")
     c.add_argument("run_dir")
@@ -183,7 +185,7 @@ def _evaluate(args) -> int:
 def _sweep(args) -> int:
     from .sweep import sweep
 
-    sweep(args.overrides, Path(args.out), args.models, args.algorithms, args.connectivity)
+    sweep(args.overrides, Path(args.out), args.models, args.algorithms, args.connectivity, args.rerun_stale)
     return 0
 
 

@@ -22,7 +22,9 @@ from typing import List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tasks.base import TaskConfig
+from tasks.base import TASK_NAMES, TaskConfig
+from tasks.features import FEATURE_DIMS
+from tasks.phones import LABEL_SETS
 
 from .errors import UserError
 from .model import ModelConfig
@@ -186,14 +188,23 @@ def validate(cfg: DictConfig) -> None:
     _require(t.threads is None or t.threads >= 1, "train.threads", ">= 1 or null", t.threads)
     _require(t.max_batches_per_epoch is None or t.max_batches_per_epoch >= 1, "train.max_batches_per_epoch",
              ">= 1 or null", t.max_batches_per_epoch)
+    k = cfg.task
+    _require(k.name in TASK_NAMES, "task.name", f"one of {TASK_NAMES}", k.name)
+    _require(k.features in FEATURE_DIMS, "task.features", f"one of {tuple(FEATURE_DIMS)}", k.features)
+    _require(k.label_set in LABEL_SETS, "task.label_set", f"one of {LABEL_SETS}", k.label_set)
+    _require(0 < k.valid_fraction < 1, "task.valid_fraction", "a fraction in (0, 1)", k.valid_fraction)
+    _require(k.max_frames is None or k.max_frames >= 1, "task.max_frames", ">= 1 or null", k.max_frames)
     try:
         OmegaConf.to_object(cfg.model)  # ModelConfig.__post_init__ checks the architecture
     except ValueError as err:
         raise ConfigError(str(err).replace("ModelConfig.", "model.", 1)) from None
     if cfg.hardware.profile:
-        from lava_backend.hardware import load_profile  # numpy + yaml only: no lava import
+        from lava_backend.hardware import ProfileError, load_profile  # numpy + yaml only: no lava import
 
-        load_profile(cfg.hardware.profile)  # ProfileError (a UserError) names the profile
+        try:
+            load_profile(cfg.hardware.profile)
+        except ProfileError as err:
+            raise ConfigError(f"hardware.profile: {err}") from None
 
 
 def to_yaml(cfg: DictConfig) -> str:

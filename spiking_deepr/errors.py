@@ -19,5 +19,9 @@ class UserFileNotFoundError(UserError, FileNotFoundError):
     """A file or directory the user named does not exist."""
 
 
+class UserFileExistsError(UserError, FileExistsError):
+    """A path the user named already holds something that must not be overwritten."""
+
+
 class TrainingDivergedError(UserError, FloatingPointError):
     """The loss, a gradient or a weight became NaN or infinite (usually: the learning rate is too high)."""

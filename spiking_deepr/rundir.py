@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
+from .errors import UserError, UserFileExistsError
 
 LOCK_NAME = ".lock"
 
@@ -21,7 +21,7 @@ class RunDirectoryError(UserError):
     """A run directory cannot be used: another process holds it, or it is not writable."""
 
 
-class RunExistsError(RunDirectoryError, FileExistsError):
+class RunExistsError(RunDirectoryError, UserFileExistsError):
     """A new run was asked to write into a directory that already holds one."""
 
 

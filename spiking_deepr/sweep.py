@@ -1,17 +1,30 @@
 """`sdr sweep`: test accuracy vs connectivity for DEEP R and the baselines, as Markdown, JSON and PNG.
 
 For every model kind and algorithm and every connectivity below 100 %, one run is trained with the
-same settings (``overrides`` apply to all); the 100 % column is one dense run per model. Runs that
-already have a summary.json are reused, so an interrupted sweep continues where it stopped.
+same settings (``overrides`` apply to all); the 100 % column is one dense run per model. A cell's
+run is reused (summary.json) or resumed (checkpoint.pt) only when its saved config equals the
+requested one, so an interrupted sweep continues where it stopped; a cell trained with other settings
+is refused with the differing fields (``rerun_stale=True``, ``sdr sweep --rerun-stale``: retrain it).
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from omegaconf import DictConfig, OmegaConf
+
 from .checkpoint import atomic_write_json
 from .config import load_config
+from .errors import UserError
+
+#: config fields that do not change a run's results (a cell is still reused when only these differ)
+IGNORED = ("run.", "train.progress", "train.threads")
+
+
+class StaleRunError(UserError):
+    """A sweep cell's run directory holds a run trained with other settings than requested."""
 
 # soft-DEEP R needs T > 0 (its theta_min = -T (1 - p) / (alpha p)); users may override it.
 ALGORITHM_DEFAULTS = {"soft_deepr": ["rewiring.temperature=1e-5"]}
@@ -20,7 +33,7 @@ LABELS = {"deepr": "DEEP R", "soft_deepr": "soft-DEEP R", "fixed": "fixed random
 
 
 def sweep(overrides: Sequence[str], out: Path, models: Sequence[str], algorithms: Sequence[str],
-          connectivities: Sequence[float]) -> Dict:
+          connectivities: Sequence[float], rerun_stale: bool = False) -> Dict:
     from .train import train
 
     out.mkdir(parents=True, exist_ok=True)
@@ -30,9 +43,9 @@ def sweep(overrides: Sequence[str], out: Path, models: Sequence[str], algorithms
             for p in connectivities:
                 if p >= 1.0:
                     continue
-                results.append(_one(train, overrides, out, model, algo, p))
+                results.append(_one(train, overrides, out, model, algo, p, rerun_stale))
         if any(p >= 1.0 for p in connectivities):
-            results.append(_one(train, overrides, out, model, "dense", 1.0))
+            results.append(_one(train, overrides, out, model, "dense", 1.0, rerun_stale))
     table = markdown(results, models, algorithms, connectivities)
     (out / "sweep.md").write_text(table + "\n")
     atomic_write_json(out / "sweep.json", {"overrides": list(overrides), "results": results})
@@ -42,22 +55,50 @@ def sweep(overrides: Sequence[str], out: Path, models: Sequence[str], algorithms
     return {"results": results}
 
 
-def _one(train, overrides, out: Path, model: str, algo: str, p: float) -> Dict:
+def _one(train, overrides, out: Path, model: str, algo: str, p: float, rerun_stale: bool) -> Dict:
     run_dir = out / f"{model}_{algo}_{p:g}"
     summary_path = run_dir / "summary.json"
+    cfg = load_config([f"model={model}", *ALGORITHM_DEFAULTS.get(algo, []), *overrides, f"rewiring.algorithm={algo}",
+                       f"rewiring.connectivity={p}", f"run.dir={run_dir}"])
+    changed = config_differences(run_dir, cfg)
+    if changed and not rerun_stale:
+        raise StaleRunError(f"{run_dir}: expected a run with the requested config, found one trained with "
+                            f"{'; '.join(changed)}; pass --rerun-stale to retrain it, or choose another --out")
+    if changed:
+        print(f"[sweep] {run_dir} was trained with other settings; retraining it", flush=True)
+        shutil.rmtree(run_dir)
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
     elif (run_dir / "checkpoint.pt").exists():
         summary = train(resume=run_dir)
     else:
-        cfg = load_config([f"model={model}", *ALGORITHM_DEFAULTS.get(algo, []), *overrides, f"rewiring.algorithm={algo}",
-                           f"rewiring.connectivity={p}", f"run.dir={run_dir}"])
         print(f"[sweep] {model} {algo} {p:g} -> {run_dir}", flush=True)
         summary = train(cfg)
     active = sum(l["active"] for l in summary["layers"])
     possible = sum(l["possible"] for l in summary["layers"])
     return {"model": model, "algorithm": algo, "connectivity": p, "overall_connectivity": active / possible,
             "test_frame_accuracy": summary["test"]["frame_accuracy"], "run_dir": str(run_dir)}
+
+
+def config_differences(run_dir: Path, requested: DictConfig) -> List[str]:
+    """``["FIELD: SAVED in the run, REQUESTED requested", ...]`` between ``run_dir/config.yaml`` (filled
+    up with today's defaults, as ``--resume`` reads it) and ``requested``; empty when there is no
+    saved config or only :data:`IGNORED` fields differ."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    saved = _flat(OmegaConf.to_container(load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(path))),
+                                         resolve=True))
+    wanted = _flat(OmegaConf.to_container(requested, resolve=True))
+    return [f"{key}: {saved.get(key, '(absent)')!r} in the run, {wanted.get(key, '(absent)')!r} requested"
+            for key in sorted(set(saved) | set(wanted))
+            if saved.get(key) != wanted.get(key) and not key.startswith(IGNORED)]
+
+
+def _flat(tree, prefix: str = "") -> Dict:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
 
 
 def markdown(results: List[Dict], models, algorithms, connectivities) -> str:

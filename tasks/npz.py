@@ -34,11 +34,36 @@ def _err(file: Path, field: str, expected: str, found: object) -> NpzFormatError
     return NpzFormatError(f"{file}: field {field!r}: expected {expected}, found {found}")
 
 
+ZIP_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
+def read_npz(file: Path, what: str = "an npz archive (np.savez)") -> dict[str, np.ndarray]:
+    """All arrays of an npz archive, without pickles; any unreadable file raises :class:`NpzFormatError`
+    naming it (a ``.npy`` array, random bytes, a truncated or corrupt archive)."""
+    with open(file, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(NPY_MAGIC):
+        raise NpzFormatError(f"{file}: expected {what}, found a single .npy array (np.save); "
+                             f"save the fields with np.savez(path, x=..., y=...)")
+    if not head.startswith(ZIP_MAGIC):
+        raise NpzFormatError(f"{file}: expected {what}, found {'an empty file' if not head else f'bytes {head!r}'}")
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise NpzFormatError(f"{file}: expected numeric arrays, found an object array (pickled Python "
+                                 f"objects are refused)") from None
+        raise NpzFormatError(f"{file}: expected {what}, found a truncated or corrupt archive ({err})") from None
+    except Exception as err:  # zipfile.BadZipFile, EOFError, zlib.error, OSError: damaged archive
+        raise NpzFormatError(f"{file}: expected {what}, found a truncated or corrupt archive "
+                             f"({type(err).__name__}: {err})") from None
+
+
 def _read(file: Path) -> dict[str, np.ndarray]:
     if not file.exists():
         raise UserFileNotFoundError(f"npz task: {file} does not exist (need train.npz and test.npz, valid.npz optional)")
-    with np.load(file, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
+    data = read_npz(file)
     for key in ("x", "y"):
         if key not in data:
             raise _err(file, key, "an array", f"no such field (fields: {sorted(data)})")
@@ -52,6 +77,9 @@ def _read(file: Path) -> dict[str, np.ndarray]:
         raise _err(file, "x", "finite values", "NaN or inf")
     if not np.issubdtype(y.dtype, np.integer):
         raise _err(file, "y", "an integer array", f"dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.unsignedinteger) and y.size and y.max() == np.iinfo(y.dtype).max:
+        raise _err(file, "y", "signed integer labels (-1 = ignore)",
+                   f"{y.dtype} labels containing {np.iinfo(y.dtype).max}, i.e. -1 wrapped around; save y as int")
     if y.shape not in ((n,), (n, t)):
         raise _err(file, "y", f"shape ({n},) or ({n}, {t}) to match x {x.shape}", f"shape {y.shape}")
     if "lengths" in data:

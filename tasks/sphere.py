@@ -59,7 +59,8 @@ def read_sphere(path: str | Path, expected_rate: int = 16000) -> np.ndarray:
 
     Checks the header first so that unsupported files fail with a clear message naming ``path``:
     a ``sample_coding`` other than ``pcm`` (shorten: "convert with sph2pipe"), another sample rate,
-    or more than one channel.
+    or more than one channel; then that the file holds the header's ``sample_count`` samples (a file
+    cut short, e.g. by an interrupted copy, is refused).
     """
     path = Path(path)
     h = read_header(path)
@@ -78,6 +79,10 @@ def read_sphere(path: str | Path, expected_rate: int = 16000) -> np.ndarray:
         data, _ = sf.read(str(path), dtype="int16", always_2d=False)
     except sf.LibsndfileError as exc:  # e.g. a CRLF-mangled header
         raise SphereError(f"{path} could not be decoded as NIST SPHERE by libsndfile: {exc}") from None
+    expected = h.get("sample_count")
+    if isinstance(expected, int) and len(data) != expected:
+        raise SphereError(f"{path}: expected sample_count {expected} samples (header), found {len(data)} "
+                          f"in the file{' (truncated)' if len(data) < expected else ''}")
     return data
 
 

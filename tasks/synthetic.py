@@ -41,6 +41,7 @@ from typing import Optional
 import numpy as np
 from scipy import fft as sfft
 
+from spiking_deepr.errors import UserFileExistsError
 from tasks import phones
 from tasks.base import Task, TaskConfig
 from tasks.sphere import write_sphere
@@ -425,8 +426,8 @@ def generate_corpus(root: str | Path, size: str = "small", seed: int = 0) -> Pat
     if _is_complete(root, manifest):
         return root
     if root.exists() and any(root.iterdir()) and not (root / MANIFEST).exists():
-        raise FileExistsError(f"{root} exists and is not a synthetic corpus (no {MANIFEST}); "
-                              "choose another task.path or remove it")
+        raise UserFileExistsError(f"{root} exists and is not a synthetic corpus (no {MANIFEST}); "
+                                  "choose another task.path or remove it")
     p = SIZES[size]
     tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -49,6 +49,7 @@ from tasks import phones
 from spiking_deepr.errors import UserError
 from tasks.base import SequenceDataset, Task, TaskConfig, TaskConfigError
 from tasks.features import FEATURE_DIMS, compute_features, frame_centres
+from tasks.npz import NpzFormatError, read_npz
 from tasks.sphere import read_sphere
 
 log = logging.getLogger(__name__)
@@ -178,11 +179,17 @@ def speaker_lists(root: str | Path, dev_speakers: Optional[Sequence[str]] = None
     file_lists: dict[str, list[str]] = {}
     spk_file = _children(Path(root)).get(SPEAKERS_FILE.upper()) if Path(root).is_dir() else None
     if spk_file is not None:
-        with open(spk_file) as fh:
-            data = json.load(fh)
+        try:
+            with open(spk_file) as fh:
+                data = json.load(fh)
+        except ValueError as err:
+            raise TimitDataError(f"{spk_file}: expected JSON {{\"dev\": [...], \"test\": [...]}}, found {err}") from None
+        if not isinstance(data, dict):
+            raise TimitDataError(f"{spk_file}: expected a JSON object with 'dev' and 'test', found {type(data).__name__}")
         for key in ("dev", "test"):
             if not isinstance(data.get(key), list):
-                raise ValueError(f"{spk_file}: field {key!r} must be a list of speaker names, found {data.get(key)!r}")
+                raise TimitDataError(f"{spk_file}: field {key!r}: expected a list of speaker names, "
+                                     f"found {data.get(key)!r}")
             file_lists[key] = [str(s).upper() for s in data[key]]
     dev = [s.upper() for s in dev_speakers] if dev_speakers is not None else file_lists.get("dev", list(DEV_SPEAKERS))
     test = ([s.upper() for s in test_speakers] if test_speakers is not None
@@ -193,7 +200,7 @@ def speaker_lists(root: str | Path, dev_speakers: Optional[Sequence[str]] = None
         source = SPEAKERS_FILE if spk_file is not None else "kaldi"
     overlap = sorted(set(dev) & set(test))
     if overlap:
-        raise ValueError(f"speakers {overlap} are in both the dev and the test list ({source})")
+        raise TimitDataError(f"speakers {overlap} are in both the dev and the test list ({source})")
     return dev, test, source
 
 
@@ -231,13 +238,23 @@ def read_phn(path: str | Path) -> list[tuple[int, int, str]]:
             try:
                 begin, end, label = int(parts[0]), int(parts[1]), parts[2].lower()
             except (IndexError, ValueError):
-                raise ValueError(f"{path}:{lineno}: expected 'BEGIN END LABEL', found {line.strip()!r}") from None
+                raise TimitDataError(f"{path}:{lineno}: expected 'BEGIN END LABEL', found {line.strip()!r}") from None
             if label not in phones.PHONES_61:
-                raise ValueError(f"{path}:{lineno}: unknown phone {label!r} (not in the TIMIT 61-set)")
+                raise TimitDataError(f"{path}:{lineno}: unknown phone {label!r} (not in the TIMIT 61-set)")
             if not 0 <= begin <= end:
-                raise ValueError(f"{path}:{lineno}: bad sample interval [{begin}, {end})")
+                raise TimitDataError(f"{path}:{lineno}: bad sample interval [{begin}, {end})")
             segments.append((begin, end, label))
+    if not segments:
+        raise TimitDataError(f"{path}: expected 'BEGIN END LABEL' lines, found no segment (empty file)")
     return segments
+
+
+def check_segments(phn: Path, segments: Sequence[tuple[int, int, str]], n_samples: int, wav: Path) -> None:
+    """Refuse ``.PHN`` segments that end after the audio (``n_samples`` samples of ``wav``)."""
+    for begin, end, label in segments:
+        if end > n_samples:
+            raise TimitDataError(f"{phn}: segment '{begin} {end} {label}' ends after the audio: expected "
+                                 f"END <= {n_samples} (the samples in {wav.name}), found {end}")
 
 
 def frame_labels_61(segments: Sequence[tuple[int, int, str]], n_frames: int) -> np.ndarray:
@@ -268,23 +285,27 @@ def load_split(utts: Sequence[Utterance], features: str, root: Path,
     """Unnormalised features (float32 [T_i, F]) and 61-set frame labels (int64 [T_i]) of ``utts``.
 
     Read from ``cache_dir`` when a matching cache file exists, else computed and written there.
+    Computing checks every file: audio against its header's ``sample_count``, ``.PHN`` segments against
+    the audio length, and that every utterance has at least one labelled frame.
     """
     cache_file = None
     if cache_dir is not None:
         cache_file = cache_dir / f"timit_{features}_{_cache_key(utts, root, features)}.npz"
         if cache_file.exists():
-            with np.load(cache_file) as z:
-                bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
-                x, lab = z["x"], z["labels"].astype(np.int64)
-            log.info("TIMIT features from cache %s", cache_file)
-            return ([x[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-                    [lab[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
+            return _read_cache(cache_file)
     xs, ys = [], []
     for u in tqdm(utts, desc=f"features ({features})", unit="utt", disable=None, leave=False):
         audio = read_sphere(u.wav)
+        segments = read_phn(u.phn)
+        check_segments(u.phn, segments, len(audio), u.wav)
         feat = compute_features(audio, features)
         xs.append(feat)
-        ys.append(frame_labels_61(read_phn(u.phn), len(feat)))
+        ys.append(frame_labels_61(segments, len(feat)))
+    unlabelled = [u for u, y in zip(utts, ys) if not (y >= 0).any()]
+    if unlabelled:
+        names = ", ".join(str(u.wav) for u in unlabelled[:3]) + (" ..." if len(unlabelled) > 3 else "")
+        raise TimitDataError(f"{len(unlabelled)} utterance(s) have no labelled frame (audio shorter than one "
+                             f"25 ms frame, or no .PHN segment covers a frame centre): {names}")
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +316,22 @@ def load_split(utts: Sequence[Utterance], features: str, root: Path,
         except OSError as exc:
             warnings.warn(f"could not write the TIMIT feature cache {cache_file}: {exc}", stacklevel=2)
     return xs, ys
+
+
+def _read_cache(cache_file: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    hint = f"; delete {cache_file} to recompute the features"
+    try:
+        z = read_npz(cache_file, "a TIMIT feature cache (x, labels, lengths)")
+    except NpzFormatError as err:
+        raise TimitDataError(f"{err}{hint}") from None
+    if (not {"x", "labels", "lengths"} <= set(z) or int(z["lengths"].sum()) != len(z["x"])
+            or len(z["x"]) != len(z["labels"])):
+        raise TimitDataError(f"{cache_file}: expected fields x, labels, lengths of matching sizes, found "
+                             f"{ {k: v.shape for k, v in z.items()} }{hint}")
+    bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
+    x, lab = z["x"], z["labels"].astype(np.int64)
+    log.info("TIMIT features from cache %s", cache_file)
+    return ([x[a:b] for a, b in zip(bounds[:-1], bounds[1:])], [lab[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
 
 
 def load_timit(root: str | Path, features: str = "mfcc", label_set: int = 39,
@@ -317,7 +354,7 @@ def load_timit(root: str | Path, features: str = "mfcc", label_set: int = 39,
         Task whose items are ``x`` float32 [T, F] normalised with training mean/std, ``y`` int64 [T].
     """
     if features not in FEATURE_DIMS:
-        raise ValueError(f"features must be one of {sorted(FEATURE_DIMS)}, got {features!r}")
+        raise TaskConfigError(f"task.features: expected one of {sorted(FEATURE_DIMS)}, found {features!r}")
     names = phones.class_names(label_set)
     root = Path(root).expanduser().resolve()
     dev, test, source = speaker_lists(root, dev_speakers, test_speakers)

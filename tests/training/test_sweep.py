@@ -1,0 +1,33 @@
+"""`sdr sweep` reuses a cell only when the cell's saved config equals the requested one."""
+import json
+
+import pytest
+
+from spiking_deepr.cli import main as sdr
+from spiking_deepr.sweep import StaleRunError, sweep
+
+from .test_train import QUICK
+
+CELL = dict(models=["lif"], algorithms=["deepr"], connectivities=[0.1])
+
+
+def test_sweep_reuses_only_cells_with_the_requested_config(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    first = sweep([*QUICK, "train.epochs=1"], out, **CELL)
+    summary = out / "lif_deepr_0.1" / "summary.json"
+    written = summary.stat().st_mtime_ns
+    again = sweep([*QUICK, "train.epochs=1", "train.progress=true"], out, **CELL)  # same run settings
+    assert summary.stat().st_mtime_ns == written and again == first
+
+    with pytest.raises(StaleRunError, match=r"lif_deepr_0.1: expected a run with the requested config, found one "
+                                            r"trained with train.epochs: 1 in the run, 2 requested; pass --rerun-stale"):
+        sweep([*QUICK, "train.epochs=2"], out, **CELL)
+    assert json.loads(summary.read_text())["epochs"] == 1
+    assert sdr(["sweep", *QUICK, "train.epochs=2", "--out", str(out), "--models", "lif", "--algorithms", "deepr",
+                "--connectivity", "0.1"]) == 2
+    assert "pass --rerun-stale" in capsys.readouterr().err
+
+    sweep([*QUICK, "train.epochs=2"], out, rerun_stale=True, **CELL)
+    assert json.loads(summary.read_text())["epochs"] == 2
+    recorded = json.loads((out / "sweep.json").read_text())
+    assert "train.epochs=2" in recorded["overrides"]
