@@ -12,6 +12,7 @@ import torch
 from spiking_deepr.checkpoint import atomic_write_json
 from spiking_deepr.errors import UserError
 from spiking_deepr.rundir import ensure_writable
+from spiking_deepr.pooling import pool_logits
 
 
 def convert_run(run_dir: Path, profile: str = "loihi2") -> Dict:
@@ -107,9 +108,9 @@ def run_quantization(run_dir: Path, task, spec, calib_samples: int = 64):
 class _Scores:
     """Counts for one engine against the PyTorch model over batches of test sequences."""
 
-    def __init__(self, task, spiking: bool) -> None:
+    def __init__(self, task, spiking: bool, pooling: str = "mean") -> None:
         self.fold = task.eval_fold if task.eval_fold is not None else np.arange(task.n_classes)
-        self.sequence_task, self.spiking = task.sequence_task, spiking
+        self.sequence_task, self.spiking, self.pooling = task.sequence_task, spiking, pooling
         self.c = dict(sequences=0, frames=0, steps=0, torch_correct=0, correct=0, agree=0,
                       spikes_equal=0, spikes_total=0, torch_seq_correct=0, seq_correct=0, seq_agree=0)
 
@@ -132,11 +133,9 @@ class _Scores:
             same = (a == b) if self.spiking else (np.abs(a - b) <= 1e-5)
             c["spikes_equal"] += int(same[valid].sum())
             c["spikes_total"] += int(valid.sum()) * a.shape[-1]
-        if self.sequence_task:  # as train.evaluate: argmax of the mean output over labelled frames
-            w = labelled[..., None]
-            n = np.maximum(w.sum(1), 1)
-            sp = ((result.readout * w).sum(1) / n).argmax(-1)
-            tp = ((torch_logits * w).sum(1) / n).argmax(-1)
+        if self.sequence_task:  # as training scores sequences: the run's pooling over valid frames
+            sp, tp = (pool_logits(torch.from_numpy(r).transpose(0, 1), batch.lengths, self.pooling).argmax(-1).numpy()
+                      for r in (result.readout, torch_logits))
             labels = batch.seq_labels.numpy()
             c["torch_seq_correct"] += int((tp == labels).sum())
             c["seq_correct"] += int((sp == labels).sum())
@@ -193,7 +192,7 @@ def simulate_run(run_dir: Path, precision: str = "float", engine: str = "emulato
     spec = model.to_spec()
     quant, calibration = (run_quantization(run_dir, task, spec, calib_samples) if precision == "fixed"
                           else (None, None))
-    scores = _Scores(task, spiking=cfg.model.kind != "lstm")
+    scores = _Scores(task, spiking=cfg.model.kind != "lstm", pooling=cfg.train.pooling)
     section: Dict = {}
     t0 = time.perf_counter()
     if engine == "emulator":

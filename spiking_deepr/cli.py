@@ -1,7 +1,7 @@
 """``sdr``: the command line of spiking_deepr.
 
     sdr train [key=value ...] [--resume RUN_DIR]     train a model (see conf/ and spiking_deepr.config)
-    sdr evaluate RUN_DIR [--split test]             evaluate a run's checkpoint
+    sdr evaluate RUN_DIR [--split test]             evaluate a run's best checkpoint
     sdr sweep [key=value ...]                       accuracy vs connectivity table for several algorithms
     sdr convert RUN_DIR [--profile loihi2]          Loihi resource report (resources.json)
     sdr simulate RUN_DIR [--precision float|fixed]  run the network in Lava, compare with PyTorch
@@ -42,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value config overrides (preset=, task=, model=, hardware= select YAML)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
 
-    e = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a split")
+    e = sub.add_parser("evaluate", help="evaluate a run's best (or last) checkpoint on a split")
     e.add_argument("run_dir")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.add_argument("--weights", default="best", choices=["best", "last"],
+                   help="best: the best validation epoch (best.pt); last: the last epoch (checkpoint.pt)")
 
     s = sub.add_parser("sweep", help="accuracy vs connectivity for DEEP R and baselines (Markdown + PNG)")
     s.add_argument("overrides", nargs="*")
@@ -159,6 +161,8 @@ def _train(args) -> int:
 
 def _print_summary(summary: dict) -> None:
     test = summary["test"]
+    print(f"best epoch {summary['best_epoch']} of {summary['epochs']} ({summary['stop_reason'].replace('_', ' ')}); "
+          f"valid {summary['monitor'].replace('_', ' ')} {summary['valid'][summary['monitor']]:.4f}")
     print(f"test frame accuracy {test['frame_accuracy']:.4f}  loss {test['loss']:.4f}"
           + (f"  sequence accuracy {test['sequence_accuracy']:.4f}" if test.get("sequence_accuracy") is not None else ""))
     for layer in summary["layers"]:
@@ -170,11 +174,11 @@ def _print_summary(summary: dict) -> None:
 def _evaluate(args) -> int:
     from .checkpoint import atomic_write_json
     from .rundir import ensure_writable
-    from .train import evaluate, load_run
+    from .train import evaluate_run, load_run
 
-    cfg, task, model = load_run(Path(args.run_dir))
+    cfg, task, model = load_run(Path(args.run_dir), args.weights)
     ensure_writable(Path(args.run_dir))  # before computing a result that could not be saved
-    result = {"split": args.split, **evaluate(model, task, args.split, cfg.train.eval_batch_size)}
+    result = {"split": args.split, "weights": args.weights, **evaluate_run(cfg, model, task, args.split)}
     out = Path(args.run_dir) / f"eval_{args.split}.json"
     atomic_write_json(out, result)
     print(json.dumps(result, indent=2))

@@ -28,6 +28,8 @@ from tasks.phones import LABEL_SETS
 
 from .errors import UserError
 from .model import ModelConfig
+from .pooling import POOLINGS
+from .schedule import SCHEDULES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("task", "model")
@@ -66,18 +68,38 @@ class RewiringConfig:
 
 @dataclass
 class OptimConfig:
-    """Learning rate and Adam settings shared by the rewiring optimizer and the dense parameters."""
+    """Learning rate and Adam settings shared by the rewiring optimizer and the dense parameters.
+
+    lr: the peak learning rate.
+    schedule: ``cosine`` (linear warm-up, then cosine decay to 0 over the training budget) or
+        ``constant`` (after the warm-up); see :mod:`spiking_deepr.schedule`.
+    warmup_fraction: fraction of the budget's optimizer steps spent ramping the lr up linearly.
+    grad_clip: clip the global gradient norm to this (null: no clipping).
+    """
 
     lr: float = 3e-3
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: Optional[float] = 1.0
-    lr_decay: float = 1.0  # multiply lr by this after every epoch
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
 
 
 @dataclass
 class TrainConfig:
     """Training loop.
 
+    epochs: the budget in epochs (passes over the training set).
+    max_steps: the budget in optimizer steps (null: ``epochs`` alone). Training ends when either is
+        spent, or earlier by early stopping; the lr schedule spans the budget.
+    patience: stop after this many epochs in a row without a new best validation metric (null: never).
+        The metric is the validation sequence accuracy for sequence tasks, else frame accuracy; ties
+        are broken by the validation loss (see :mod:`spiking_deepr.stopping`).
+    min_delta: a new best must beat the best metric by more than this (or tie it with a lower loss).
+    sequence_loss: for sequence tasks (one label per sequence), cross entropy on the pooled logits; false:
+        cross entropy on every valid frame with the sequence's label.
+    pooling: how a sequence task's frame logits become one sequence score, for the sequence loss and
+        every sequence accuracy (training, ``sdr evaluate``, ``sdr simulate``): ``mean`` over valid
+        frames, ``last`` valid frame, or ``max`` (see :mod:`spiking_deepr.pooling`).
     firing_rate_target / firing_rate_weight: LSNN regulariser weight * mean((rate - target)^2), rate in
         spikes per step (0 weight disables it).
     threads: torch and numba threads (None: leave the defaults).
@@ -85,6 +107,11 @@ class TrainConfig:
     """
 
     epochs: int = 10
+    max_steps: Optional[int] = None
+    patience: Optional[int] = 10
+    min_delta: float = 0.0
+    sequence_loss: bool = True
+    pooling: str = "mean"
     batch_size: int = 32
     eval_batch_size: int = 64
     seed: int = 0
@@ -180,8 +207,13 @@ def validate(cfg: DictConfig) -> None:
     _require(o.lr > 0, "optim.lr", "> 0", o.lr)
     _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two values in [0, 1)", list(o.betas))
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "> 0 or null", o.grad_clip)
-    _require(0 < o.lr_decay <= 1, "optim.lr_decay", "in (0, 1]", o.lr_decay)
+    _require(o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}", o.schedule)
+    _require(0 <= o.warmup_fraction < 1, "optim.warmup_fraction", "in [0, 1)", o.warmup_fraction)
     _require(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
+    _require(t.max_steps is None or t.max_steps >= 1, "train.max_steps", ">= 1 or null", t.max_steps)
+    _require(t.patience is None or t.patience >= 1, "train.patience", ">= 1 or null", t.patience)
+    _require(t.min_delta >= 0, "train.min_delta", ">= 0", t.min_delta)
+    _require(t.pooling in POOLINGS, "train.pooling", f"one of {POOLINGS}", t.pooling)
     _require(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
     _require(t.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", t.eval_batch_size)
     _require(t.firing_rate_weight >= 0, "train.firing_rate_weight", ">= 0", t.firing_rate_weight)

@@ -3,10 +3,18 @@
 A run directory holds::
 
     config.yaml        the resolved configuration
-    checkpoint.pt      model + optimizers + rewiring + history after the last finished epoch (atomic)
-    metrics.jsonl      one JSON object per epoch (loss, frame accuracy, connectivity and rewiring counts)
-    summary.json       final test metrics, per-matrix connectivity, epochs, wall time
+    checkpoint.pt      model + optimizers + rewiring + history + early-stopping state after the last
+                       finished epoch (atomic)
+    best.pt            the model weights of the epoch with the best validation metric (atomic)
+    metrics.jsonl      one JSON object per epoch (loss, accuracies, lr, connectivity and rewiring counts)
+    summary.json       test metrics of the best epoch, the best epoch, why training stopped, the
+                       validation curve, per-matrix connectivity, epochs, wall time
     curves.png, connectivity.png
+
+Training length follows the validation split: the run stops when its budget (epochs or optimizer
+steps) is spent or when the validation metric has not improved for ``train.patience`` epochs; the lr
+follows a warm-up + cosine schedule over the budget. The test split is evaluated once, at the end,
+with the best weights; `sdr evaluate/convert/simulate` load the same best weights.
 
 `train` resumes from ``checkpoint.pt`` when asked: data order, DEEP R noise and regrowth are all
 seeded or stored, so a killed and resumed run ends with the same numbers as an uninterrupted one.
@@ -30,13 +38,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from tasks.base import Task, build_task, collate_time_major
+from tasks.base import Batch, Task, build_task, collate_time_major
 
 from .checkpoint import (atomic_write_bytes, atomic_write_json, dumps_strict, load_checkpoint, load_model_state,
                          save_checkpoint)
 from .config import load_config, to_yaml
 from .errors import TrainingDivergedError, UserFileNotFoundError
 from .model import SequenceModel
+from .pooling import pool_logits
+from .schedule import lr_factor, set_lr
+from .stopping import EarlyStopping
 from .rewiring import DeepR, DeepRAdam, MagnitudePruning, SoftDeepR
 from .rundir import RunExistsError, RunLock, remove_stale_temporaries
 
@@ -124,31 +135,74 @@ def masked_loss_and_counts(logits: torch.Tensor, y: torch.Tensor, fold: Optional
     return loss, int((pred == flat_y).sum()), n
 
 
+@dataclass
+class Counts:
+    """Summed loss and hit counts over batches; ``loss_sum`` is weighted by frames (frame loss) or by
+    sequences (sequence loss), whichever the loss averaged over."""
+
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    correct: int = 0
+    frames: int = 0
+    seq_correct: int = 0
+    seqs: int = 0
+
+    def add(self, other: "Counts") -> None:
+        for k in ("loss_sum", "loss_n", "correct", "frames", "seq_correct", "seqs"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def metrics(self, sequence_task: bool) -> Dict:
+        return {"loss": self.loss_sum / max(self.loss_n, 1), "frame_accuracy": self.correct / max(self.frames, 1),
+                "sequence_accuracy": self.seq_correct / max(self.seqs, 1) if sequence_task else None,
+                "frames": self.frames}
+
+
+def batch_loss(logits: torch.Tensor, batch: Batch, task: Task, fold: Optional[torch.Tensor],
+               pooling: str, sequence_loss: bool):
+    """The training loss of one batch and its :class:`Counts`.
+
+    Frame tasks: cross entropy over labelled frames. Sequence tasks: with ``sequence_loss``, cross
+    entropy of the logits pooled over each sequence's valid frames (``pooling``) against its label,
+    else the frame loss with every frame labelled by its sequence; sequence accuracy always uses the
+    pooled logits."""
+    loss, c, n = masked_loss_and_counts(logits, batch.y, fold)
+    counts = Counts(correct=c, frames=n)
+    if task.sequence_task:
+        pooled = pool_logits(logits, batch.lengths, pooling)
+        counts.seq_correct = int((pooled.argmax(-1) == batch.seq_labels).sum())
+        counts.seqs = batch.seq_labels.numel()
+        if sequence_loss:
+            loss = torch.nn.functional.cross_entropy(pooled, batch.seq_labels)
+    counts.loss_n = counts.seqs if task.sequence_task and sequence_loss else n
+    counts.loss_sum = float(loss.detach()) * counts.loss_n
+    return loss, counts
+
+
+def monitored_metric(task: Task) -> str:
+    """The validation metric that early stopping and the best checkpoint follow."""
+    return "sequence_accuracy" if task.sequence_task else "frame_accuracy"
+
+
 @torch.no_grad()
-def evaluate(model: SequenceModel, task: Task, split: str, batch_size: int, progress: bool = False) -> Dict:
-    """Frame accuracy (folded for scoring), mean loss and, for sequence tasks, sequence accuracy."""
+def evaluate(model: SequenceModel, task: Task, split: str, batch_size: int, progress: bool = False, *,
+             pooling: str = "mean", sequence_loss: bool = False) -> Dict:
+    """Mean loss, frame accuracy (folded for scoring) and, for sequence tasks, sequence accuracy of the
+    logits pooled with ``pooling``; the loss is the training loss (:func:`batch_loss`)."""
     dataset = getattr(task, split)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_time_major)
     fold = None if task.eval_fold is None else torch.as_tensor(task.eval_fold, dtype=torch.long)
     model.eval()
-    loss_sum, correct, frames, seq_correct, seqs = 0.0, 0, 0, 0, 0
+    total = Counts()
     for batch in _progress(loader, progress, f"eval {split}"):
-        logits = model(batch.x, batch.lengths)
-        loss, c, n = masked_loss_and_counts(logits, batch.y, fold)
-        loss_sum += float(loss) * n
-        correct += c
-        frames += n
-        if task.sequence_task:
-            valid = (batch.y >= 0).unsqueeze(-1)
-            mean_logits = (logits * valid).sum(0) / valid.sum(0).clamp(min=1)
-            seq_correct += int((mean_logits.argmax(-1) == batch.seq_labels).sum())
-            seqs += batch.seq_labels.numel()
-    return {
-        "loss": loss_sum / max(frames, 1),
-        "frame_accuracy": correct / max(frames, 1),
-        "sequence_accuracy": (seq_correct / seqs) if task.sequence_task else None,
-        "frames": frames,
-    }
+        _, counts = batch_loss(model(batch.x, batch.lengths), batch, task, fold, pooling, sequence_loss)
+        total.add(counts)
+    return total.metrics(task.sequence_task)
+
+
+def evaluate_run(cfg: DictConfig, model: SequenceModel, task: Task, split: str, progress: bool = False) -> Dict:
+    """:func:`evaluate` with the run's batch size, pooling and loss."""
+    t = cfg.train
+    return evaluate(model, task, split, t.eval_batch_size, progress, pooling=t.pooling, sequence_loss=t.sequence_loss)
 
 
 def _progress(iterable, enabled: bool, desc: str):
@@ -217,13 +271,18 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
           stop_after_epoch: Optional[int] = None) -> Dict:
     """Train (or resume) a run; returns the summary dict (also written to summary.json).
 
+    Every epoch ends with a validation pass; the epoch with the best validation metric is kept in
+    ``best.pt``. Training ends when the budget (``train.epochs`` / ``train.max_steps``) is spent or
+    after ``train.patience`` epochs without a new best; then the best weights are restored and the test
+    split is evaluated, once.
+
     The main process holds the run directory's lock (:class:`~spiking_deepr.rundir.RunLock`) until
-    it returns or raises. Every epoch first writes ``checkpoint.pt``, then appends the metrics line;
-    resuming rewrites ``metrics.jsonl`` from the checkpoint's history, so a crash between the two
-    neither loses nor repeats an epoch. A NaN/inf loss, gradient or weight stops training with
-    :class:`~spiking_deepr.errors.TrainingDivergedError` before anything is saved.
-    ``stop_after_epoch`` ends the process's work after that epoch as if it had been killed there
-    (used to test resumption)."""
+    it returns or raises. Every epoch first writes ``best.pt`` (when the epoch is a new best), then
+    ``checkpoint.pt``, then appends the metrics line; resuming rewrites ``metrics.jsonl`` from the
+    checkpoint's history, so a crash between the writes neither loses nor repeats an epoch. A NaN/inf
+    loss, gradient or weight stops training with :class:`~spiking_deepr.errors.TrainingDivergedError`
+    before anything is saved. ``stop_after_epoch`` ends the process's work after that (0-based) epoch
+    as if it had been killed there (used to test resumption)."""
     dist = Distributed()
     if resume is not None:
         run_dir = Path(resume)
@@ -256,8 +315,11 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
     task = build_task(cfg.task)
     model = build_model(cfg, task)
     opts = build_optimizers(cfg, model)
+    budget = Budget.of(cfg, task)
+    stopping = EarlyStopping(t.patience, t.min_delta)
     history: List[Dict] = []
-    start_epoch = 0
+    start_epoch, step, stop_reason = 0, 0, None
+    best_state = None
     wall_before = 0.0
     if resume is not None and (run_dir / "checkpoint.pt").exists():
         ck = load_checkpoint(run_dir / "checkpoint.pt")
@@ -269,6 +331,9 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
             opts.pruning.load_state_dict(ck["pruning"])
         torch.set_rng_state(ck["torch_rng"])
         history, start_epoch, wall_before = ck["history"], ck["epoch"] + 1, ck["wall_s"]
+        step, stop_reason = ck["step"], ck["stop_reason"]
+        stopping.load_state_dict(ck["early_stopping"])
+        best_state = load_checkpoint(run_dir / "best.pt")["model"]
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
@@ -277,51 +342,72 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
     dist.barrier()
 
     fold = None if task.eval_fold is None else torch.as_tensor(task.eval_fold, dtype=torch.long)
+    monitor = monitored_metric(task)
     t0 = time.perf_counter()
     mats = model.sparse_matrices()
-    for epoch in range(start_epoch, t.epochs):
-        lr = cfg.optim.lr * cfg.optim.lr_decay ** epoch
-        for opt in opts.all():
-            for g in opt.param_groups:
-                g["lr"] = lr
+    epoch = start_epoch
+    while stop_reason is None:
         try:
-            stats = _train_epoch(cfg, task, model, opts, epoch, fold, dist)
+            stats, step = _train_epoch(cfg, task, model, opts, epoch, step, budget, fold, dist)
         except TrainingDivergedError as err:
             raise TrainingDivergedError(f"{err}; {_kept_checkpoint(run_dir, history)}") from None
         if opts.pruning is not None:
             stats["pruned"] = sum(opts.pruning.end_of_epoch(epoch))
-        valid = evaluate(model, task, "valid", t.eval_batch_size, progress=t.progress and dist.main)
-        record = {"epoch": epoch + 1, "lr": lr, **stats,
+        valid = evaluate_run(cfg, model, task, "valid", progress=t.progress and dist.main)
+        budget_spent = "step_budget" if step >= budget.steps else "epoch_budget" if epoch + 1 >= t.epochs else None
+        # magnitude pruning: only epochs at the final connectivity may become the best one
+        eligible = (opts.pruning is None or epoch >= opts.pruning.end
+                    or (budget_spent is not None and stopping.best_epoch is None))
+        improved = eligible and stopping.update(epoch + 1, valid[monitor], valid["loss"])
+        if improved:
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        stop_reason = "early_stopping" if stopping.should_stop else budget_spent
+        record = {"epoch": epoch + 1, "step": step, "lr": cfg.optim.lr * budget.lr_factor(step - 1), **stats,
                   "valid_loss": valid["loss"], "valid_frame_accuracy": valid["frame_accuracy"],
-                  "valid_sequence_accuracy": valid["sequence_accuracy"],
+                  "valid_sequence_accuracy": valid["sequence_accuracy"], "best": improved,
                   "connectivity": {n: m.nnz / m.statistics()["possible"] for n, m in mats.items()},
                   "active": {n: m.nnz for n, m in mats.items()},
                   "spike_rates": _spike_rates(model)}
         _check_finite_epoch(model, record, run_dir, history)
         history.append(record)
         if dist.main:
+            # best.pt before checkpoint.pt: a checkpoint never names a best epoch that best.pt lacks
+            if improved:
+                save_checkpoint(run_dir / "best.pt", {"format": FORMAT, "epoch": epoch, "model": best_state,
+                                                      "valid": valid})
             save_checkpoint(run_dir / "checkpoint.pt", {
-                "format": FORMAT, "epoch": epoch, "model": model.state_dict(),
+                "format": FORMAT, "epoch": epoch, "step": step, "model": model.state_dict(),
                 "sparse_optimizer": opts.sparse.state_dict(),
                 "dense_optimizer": opts.dense.state_dict() if opts.dense is not None else None,
                 "pruning": opts.pruning.state_dict() if opts.pruning is not None else None,
                 "torch_rng": torch.get_rng_state(), "history": history,
+                "early_stopping": stopping.state_dict(), "stop_reason": stop_reason,
                 "wall_s": wall_before + time.perf_counter() - t0,
             })
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(dumps_strict(record) + "\n")
-            print(_epoch_line(record), flush=True)
+            print(_epoch_line(record, monitor), flush=True)
         dist.barrier()
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return {"stopped_after_epoch": epoch}
+        epoch += 1
 
-    test = evaluate(model, task, "test", t.eval_batch_size, progress=t.progress and dist.main)
+    model.load_state_dict(best_state)  # the test split is read only here, once, with the best weights
+    test = evaluate_run(cfg, model, task, "test", progress=t.progress and dist.main)
     fingerprints = dist.gather(connectivity_fingerprint(model))
+    best = history[stopping.best_epoch - 1]
     summary = {
         "test": {k: test[k] for k in ("frame_accuracy", "sequence_accuracy", "loss")},
-        "valid": history[-1]["valid_frame_accuracy"] if history else None,
+        "monitor": monitor,
+        "valid": {"frame_accuracy": best["valid_frame_accuracy"], "sequence_accuracy": best["valid_sequence_accuracy"],
+                  "loss": best["valid_loss"]},
+        "best_epoch": stopping.best_epoch,
+        "stop_reason": stop_reason,
+        "valid_curve": [h[f"valid_{monitor}"] for h in history],
         "layers": model.connectivity_report(),
         "epochs": len(history),
+        "steps": step,
+        "budget": {"epochs": t.epochs, "steps": budget.steps},
         "wall_s": wall_before + time.perf_counter() - t0,
         "algorithm": cfg.rewiring.algorithm,
         "model": cfg.model.kind,
@@ -332,51 +418,75 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
     }
     if dist.main:
         atomic_write_json(run_dir / "summary.json", summary)
-        plot_run(run_dir, history)
+        plot_run(run_dir, history, monitor, stopping.best_epoch)
     if not summary["ranks_identical"]:
         raise RuntimeError(f"connectivity differs between ranks: {fingerprints}")
     return summary
 
 
-def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, fold, dist: Distributed) -> Dict:
+@dataclass
+class Budget:
+    """Optimizer steps per epoch and in all (``min(epochs * per_epoch, max_steps)``); the lr schedule
+    spans ``steps``."""
+
+    per_epoch: int
+    steps: int
+    schedule: str
+    warmup_fraction: float
+
+    @classmethod
+    def of(cls, cfg: DictConfig, task: Task) -> "Budget":
+        t = cfg.train
+        per_epoch = -(-len(task.train) // t.batch_size)
+        if t.max_batches_per_epoch:
+            per_epoch = min(per_epoch, t.max_batches_per_epoch)
+        steps = t.epochs * per_epoch if t.max_steps is None else min(t.epochs * per_epoch, t.max_steps)
+        return cls(per_epoch, steps, cfg.optim.schedule, cfg.optim.warmup_fraction)
+
+    def lr_factor(self, step: int) -> float:
+        return lr_factor(step, self.steps, self.schedule, self.warmup_fraction)
+
+
+def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budget: Budget, fold,
+                 dist: Distributed):
+    """One pass over the training set (cut short where the step budget ends) -> (stats, step after it)."""
     t = cfg.train
     gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)  # the epoch's data order, resumable
     order = torch.randperm(len(task.train), generator=gen).tolist()
     batches = [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
-    if t.max_batches_per_epoch:
-        batches = batches[: t.max_batches_per_epoch]
+    batches = batches[: min(budget.per_epoch, budget.steps - step)]
     model.train()
-    loss_sum, correct, frames, rewired = 0.0, 0, 0, 0
+    total, rewired = Counts(), 0
     params = [p for o in opts.all() for g in o.param_groups for p in g["params"]]
     names = {id(p): name for name, p in model.named_parameters()}
-    for step, idx in enumerate(_progress(batches, t.progress and dist.main, f"epoch {epoch + 1}/{t.epochs}")):
+    for idx in _progress(batches, t.progress && dist.main, f"epoch {epoch + 1}/{t.epochs}"):
         idx = idx[dist.rank::dist.world] or idx[:1]
         batch = collate_time_major([task.train[i] for i in idx])
         logits = model(batch.x, batch.lengths)
-        loss, c, n = masked_loss_and_counts(logits, batch.y, fold)
-        total = loss
+        loss, counts = batch_loss(logits, batch, task, fold, t.pooling, t.sequence_loss)
         if t.firing_rate_weight > 0:
-            total = total + t.firing_rate_weight * model.firing_rate_loss(t.firing_rate_target)
-        if not torch.isfinite(total):
-            raise _diverged(cfg, epoch, step, f"the loss is {float(total.detach())}")
+            loss = loss + t.firing_rate_weight * model.firing_rate_loss(t.firing_rate_target)
+        if not torch.isfinite(loss):
+            raise _diverged(cfg, epoch, step, f"the loss is {float(loss.detach())}")
         for o in opts.all():
             o.zero_grad(set_to_none=True)
-        total.backward()
+        loss.backward()
         dist.average_gradients(params)
         bad = _first_nonfinite(params, "grad")
         if bad is not None:  # checked before any optimizer step: a NaN never reaches the rewiring budget
             raise _diverged(cfg, epoch, step, f"the gradient of {names.get(id(bad), 'a parameter')} is not finite")
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.optim.grad_clip)
+        set_lr(opts.all(), cfg.optim.lr * budget.lr_factor(step))
         for o in opts.all():
             o.step()
+        step += 1
         if isinstance(opts.sparse, DeepR):
             rewired += sum(opts.sparse.last_rewired)
-        loss_sum += loss.item() * n
-        correct += c
-        frames += n
-    return {"train_loss": loss_sum / max(frames, 1), "train_frame_accuracy": correct / max(frames, 1),
-            "rewired": rewired, "batches": len(batches)}
+        total.add(counts)
+    m = total.metrics(task.sequence_task)
+    return {"train_loss": m["loss"], "train_frame_accuracy": m["frame_accuracy"],
+            "train_sequence_accuracy": m["sequence_accuracy"], "rewired": rewired, "batches": len(batches)}, step
 
 
 def _first_nonfinite(tensors, attr: Optional[str] = None) -> Optional[torch.Tensor]:
@@ -418,15 +528,17 @@ def _spike_rates(model: SequenceModel) -> Dict[str, float]:
     return {name: s["mean_rate"] for name, s in model.spike_statistics().items()}
 
 
-def _epoch_line(r: Dict) -> str:
+def _epoch_line(r: Dict, monitor: str) -> str:
     conn = sum(r["active"].values())
-    return (f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f} acc {r['train_frame_accuracy']:.3f}  "
-            f"valid loss {r['valid_loss']:.4f} acc {r['valid_frame_accuracy']:.3f}  "
+    seq = f" seq {r['valid_sequence_accuracy']:.3f}" if monitor == "sequence_accuracy" else ""
+    return (f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  train loss {r['train_loss']:.4f} acc {r['train_frame_accuracy']:.3f}  "
+            f"valid loss {r['valid_loss']:.4f} acc {r['valid_frame_accuracy']:.3f}{seq}{' *' if r['best'] else ''}  "
             f"active {conn:,}  rewired {r['rewired']:,}")
 
 
-def plot_run(run_dir: Path, history: List[Dict]) -> None:
-    """Learning curves and connectivity per matrix over epochs, as PNG."""
+def plot_run(run_dir: Path, history: List[Dict], monitor: str, best_epoch: int) -> None:
+    """Learning curves (train/valid loss and accuracies, the best epoch marked) and connectivity per
+    matrix over epochs, as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -436,10 +548,15 @@ def plot_run(run_dir: Path, history: List[Dict]) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(epochs, [h["train_loss"] for h in history], label="train")
     a.plot(epochs, [h["valid_loss"] for h in history], label="valid")
-    a.set_xlabel("epoch"), a.set_ylabel("cross entropy"), a.legend()
-    b.plot(epochs, [h["train_frame_accuracy"] for h in history], label="train")
-    b.plot(epochs, [h["valid_frame_accuracy"] for h in history], label="valid")
-    b.set_xlabel("epoch"), b.set_ylabel("frame accuracy"), b.legend()
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.set_yscale("log")
+    kinds = ["frame_accuracy", "sequence_accuracy"] if monitor == "sequence_accuracy" else ["frame_accuracy"]
+    for kind in kinds:
+        for split, style in (("train", "-"), ("valid", "--")):
+            b.plot(epochs, [h[f"{split}_{kind}"] for h in history], style, label=f"{split} {kind.replace('_', ' ')}")
+    b.set_xlabel("epoch"), b.set_ylabel("accuracy")
+    for ax in (a, b):
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(run_dir / "curves.png", dpi=110)
     plt.close(fig)
@@ -453,16 +570,23 @@ def plot_run(run_dir: Path, history: List[Dict]) -> None:
     plt.close(fig)
 
 
-def load_run(run_dir: Path):
-    """(config, task, model) of a finished or interrupted run, weights from its checkpoint."""
+def load_run(run_dir: Path, weights: str = "best"):
+    """(config, task, model) of a finished or interrupted run.
+
+    ``weights="best"``: the best validation epoch (``best.pt``; runs from before best.pt existed fall
+    back to the last checkpoint), ``"last"``: the last finished epoch (``checkpoint.pt``)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise UserFileNotFoundError(f"{run_dir} is not a run directory: no config.yaml")
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
     cfg = load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(cfg_path)))
     task = build_task(cfg.task)
     model = build_model(cfg, task)
-    ck = load_checkpoint(run_dir / "checkpoint.pt")
-    load_model_state(model, ck["model"], run_dir / "checkpoint.pt")
+    path = run_dir / "best.pt"
+    if weights == "last" or not path.exists():
+        path = run_dir / "checkpoint.pt"
+    load_model_state(model, load_checkpoint(path)["model"], path)
     model.eval()
     return cfg, task, model

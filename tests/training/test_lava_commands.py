@@ -46,6 +46,9 @@ def test_convert_and_simulate_a_run_trained_on_npz_data(stocks_run):
     assert float_eval["sequences"] == 6 and float_eval["equal_to_emulator"]
     assert float_eval["spike_agreement"] >= 0.999
     assert float_eval["prediction_agreement"] >= 0.999
+    # a sequence task: both sides pooled the same way (train.pooling) over the same valid frames
+    assert float_eval["sequence_accuracy"] == float_eval["torch_sequence_accuracy"]
+    assert float_eval["sequence_prediction_agreement"] == 1.0
 
     # fixed point: the emulator scores the whole test split, Lava verifies it on 5 sequences
     assert sdr(["simulate", str(stocks_run), "--precision", "fixed"]) == 0

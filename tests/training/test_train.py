@@ -13,9 +13,12 @@ import torch
 from spiking_deepr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spiking_deepr.cli import main as sdr
 from spiking_deepr.config import load_config
+from spiking_deepr import train as train_module
 from spiking_deepr.train import train
 
 from .stocks import write_stocks_npz
+
+REAL_EVALUATE_RUN = train_module.evaluate_run
 
 QUICK = ["task=smoke", "task.size=tiny", "model=lif", "model.hidden=[24]", "train.batch_size=32",
          "train.max_batches_per_epoch=3", "train.progress=false", "rewiring.temperature=1e-4"]
@@ -31,7 +34,8 @@ def _metrics(run_dir: Path):
 def test_run_directory_contents(tmp_path):
     run = tmp_path / "run"
     summary = train(load_config([*QUICK, "train.epochs=2", f"run.dir={run}"]))
-    for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "summary.json", "curves.png", "connectivity.png"):
+    for name in ("config.yaml", "checkpoint.pt", "best.pt", "metrics.jsonl", "summary.json", "curves.png",
+                 "connectivity.png"):
         assert (run / name).is_file(), name
     on_disk = json.loads((run / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
@@ -47,18 +51,96 @@ def test_run_directory_contents(tmp_path):
     assert sum(rows[0]["active"].values()) == sum(rows[1]["active"].values())
 
 
-def test_resume_matches_uninterrupted_run(tmp_path):
+class ScriptedValid:
+    """Replaces the validation metric (frame accuracy) of successive validation passes by ``script``;
+    the weights a run trains are independent of what validation reports, so everything else is real."""
+
+    def __init__(self, monkeypatch, script):
+        self.script, self.calls = list(script), 0
+        real = REAL_EVALUATE_RUN
+
+        def fake(cfg, model, task, split, progress=False):
+            result = real(cfg, model, task, split, progress)
+            if split == "valid":
+                result["frame_accuracy"] = self.script[self.calls]
+                self.calls += 1
+            return result
+
+        monkeypatch.setattr(train_module, "evaluate_run", fake)
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    """Bit-exact resume, including the lr schedule position and the early-stopping state: the run stops
+    early (best epoch 1, patience 2) one epoch after the resume point."""
     full, part = tmp_path / "full", tmp_path / "part"
-    base = [*QUICK, "train.epochs=3"]
+    base = [*QUICK, "train.epochs=5", "train.patience=2"]
+    script = [0.5, 0.4, 0.45, 0.3, 0.2]
+    ScriptedValid(monkeypatch, script)
     expected = train(load_config([*base, f"run.dir={full}"]))
-    train(load_config([*base, f"run.dir={part}"]), stop_after_epoch=0)
-    assert len(_metrics(part)) == 1
+    assert expected["stop_reason"] == "early_stopping" and expected["epochs"] == 3 and expected["best_epoch"] == 1
+    ScriptedValid(monkeypatch, script)
+    train(load_config([*base, f"run.dir={part}"]), stop_after_epoch=1)
+    assert len(_metrics(part)) == 2
     resumed = train(resume=part)
     assert _metrics(part) == _metrics(full)
-    assert resumed["test"] == expected["test"]
-    a, b = load_checkpoint(full / "checkpoint.pt"), load_checkpoint(part / "checkpoint.pt")
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    assert resumed["test"] == expected["test"] and resumed["valid_curve"] == expected["valid_curve"] == script[:3]
+    for name in ("checkpoint.pt", "best.pt"):
+        a, b = load_checkpoint(full / name), load_checkpoint(part / name)
+        for key, value in a["model"].items():
+            assert torch.equal(value, b["model"][key]), (name, key)
+
+
+class GuardedTestSplit(torch.utils.data.Dataset):
+    """A test split that fails when read before training has finished (``ready()`` false) and counts
+    full passes over it."""
+
+    def __init__(self, inner, ready):
+        self.inner, self.ready, self.passes = inner, ready, 0
+
+    def __len__(self):
+        assert self.ready(), "test split read during training"
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        assert self.ready(), "test split read during training"
+        self.passes += i == 0
+        return self.inner[i]
+
+
+def test_early_stopping_restores_best_epoch_and_reads_test_once(tmp_path, monkeypatch):
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    base = [*QUICK, "train.epochs=8", "train.patience=3"]
+    script = [0.3, 0.6, 0.5, 0.55, 0.4, 0.9, 0.9, 0.9]  # best epoch 2; stops after epoch 5
+    valid = ScriptedValid(monkeypatch, script)
+    guards = []
+    real_build = train_module.build_task
+
+    def guarded_build(cfg):
+        task = real_build(cfg)
+        task.test = GuardedTestSplit(task.test, ready=lambda: valid.calls >= 5)
+        guards.append(task.test)
+        return task
+
+    monkeypatch.setattr(train_module, "build_task", guarded_build)
+    summary = train(load_config([*base, f"run.dir={run}"]))
+    assert summary["stop_reason"] == "early_stopping" and summary["epochs"] == 5 and valid.calls == 5
+    assert summary["best_epoch"] == 2 and summary["valid_curve"] == script[:5]
+    assert [r["best"] for r in _metrics(run)] == [True, True, False, False, False]
+    assert guards[0].passes == 1  # the test split was evaluated exactly once, after training
+    monkeypatch.setattr(train_module, "build_task", real_build)
+
+    # independent reference: the same run stopped after its 2nd epoch holds epoch 2's weights
+    ScriptedValid(monkeypatch, script)
+    train(load_config([*base, f"run.dir={reference}"]), stop_after_epoch=1)
+    epoch2 = load_checkpoint(reference / "checkpoint.pt")["model"]
+    best = load_checkpoint(run / "best.pt")["model"]
+    assert all(torch.equal(best[k], v) for k, v in epoch2.items())
+    last = load_checkpoint(run / "checkpoint.pt")["model"]
+    assert not all(torch.equal(last[k], v) for k, v in epoch2.items())  # training did move on
+    cfg, task, model = train_module.load_run(run)  # what sdr evaluate / convert / simulate load
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in epoch2.items())
+    test = train_module.evaluate_run(cfg, model, task, "test")
+    assert summary["test"]["frame_accuracy"] == test["frame_accuracy"] and summary["test"]["loss"] == test["loss"]
 
 
 @pytest.mark.parametrize("algorithm", ["soft_deepr", "fixed", "dense", "magnitude_pruning"])
