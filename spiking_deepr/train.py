@@ -459,7 +459,7 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budg
     total, rewired = Counts(), 0
     params = [p for o in opts.all() for g in o.param_groups for p in g["params"]]
     names = {id(p): name for name, p in model.named_parameters()}
-    for idx in _progress(batches, t.progress && dist.main, f"epoch {epoch + 1}/{t.epochs}"):
+    for idx in _progress(batches, t.progress and dist.main, f"epoch {epoch + 1}/{t.epochs}"):
         idx = idx[dist.rank::dist.world] or idx[:1]
         batch = collate_time_major([task.train[i] for i in idx])
         logits = model(batch.x, batch.lengths)
