@@ -18,16 +18,23 @@ from spiking_deepr.pooling import pool_logits
 def convert_run(run_dir: Path, profile: str = "loihi2") -> Dict:
     """Map the run's network onto ``profile``; writes ``resources.json`` and prints a summary.
 
-    The report has ``{"profile", "fits", "cores", "neurons", "synapses", "max_fan_in", "violations",
-    "layers"}``; a network that breaks a limit is reported (fits = false) with every violation."""
+    The report has ``{"profile", "fits", "cores", "neurons", "synapses", "max_fan_in",
+    "capability_violations", "violations", "requirements", "layers"}``; a network that needs a
+    capability the profile lacks, or breaks a limit, is reported (fits = false) with every
+    violation (`sdr convert` exits with 2 for missing capabilities, 1 for broken limits)."""
     from spiking_deepr.train import load_run
 
-    from .hardware import map_network
+    from .hardware import describe_capability_violation, map_network
 
     _, _, model = load_run(run_dir)
     ensure_writable(Path(run_dir))  # before the work whose report could not be saved
     report = map_network(model.to_spec(), profile)
     atomic_write_json(Path(run_dir) / "resources.json", report)
+    missing = report["capability_violations"]
+    if missing:
+        print(f"sdr convert: {run_dir} cannot run on {report['profile']}: the network needs "
+              f"{len(missing)} capability(ies) the profile lacks:\n"
+              + "\n".join("  " + describe_capability_violation(v, report["profile"]) for v in missing))
     print(f"profile {report['profile']}: {'fits' if report['fits'] else 'DOES NOT FIT'} — "
           f"{report['cores']} cores, {report['neurons']:,} neurons, {report['synapses']:,} synapses, "
           f"max fan-in {report['max_fan_in']}")

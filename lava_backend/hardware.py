@@ -17,9 +17,23 @@ a new core is opened when adding a neuron would break a per-core limit:
 * output axons (checked after placement): every neuron needs one axon per distinct
   destination core (its own layer's cores via W_rec, the next layer's, the readout's).
 
+An LSTM unit is counted as one neuron fed by its four gate rows.
+
 Violations (per neuron that cannot fit even alone, per core over a limit, fan-in over
 ``max_fan_in``, total cores over the chip) are listed as dicts
 ``{"layer", "neuron", "what", "value", "limit"}``; ``check_fits`` raises HardwareLimitError.
+
+Capabilities
+------------
+Besides resources, a profile states what its neurons and messages can do (graded spike bits,
+neuron models, reset between sequences, synaptic delay, weight and state bits).
+`network_requirements` lists what a NetworkSpec needs as converted, `check_capabilities` what
+the profile lacks (``{"layer", "capability", "needs", "has"}``, in the report as
+``capability_violations``). E.g. Loihi 1 has binary spikes and LIF compartments only: an LSNN
+(ALIF neurons) fed with real-valued input needs two things it lacks; a LIF network with
+spike-encoded input (``model.input_encoding=delta``) runs on it, its readout read as membrane
+state. An LSTM needs an LSTM neuron model, which no neuromorphic profile has (the Lava LSTM
+process is a CPU reference).
 """
 from __future__ import annotations
 
@@ -30,7 +44,7 @@ from typing import List, Union
 import numpy as np
 
 from spiking_deepr.errors import UserError
-from spiking_deepr.export import LSTMLayerSpec, NetworkSpec
+from spiking_deepr.export import ALIFLayerSpec, LSTMLayerSpec, NetworkSpec, SparseWeights
 
 REQUIRED_FIELDS = {
     "name": str, "neurons_per_core": int, "synapse_bits_per_core": int,
@@ -38,7 +52,23 @@ REQUIRED_FIELDS = {
     "weight_bits": int, "max_fan_in": int, "synapse_group_size": int,
     "synapse_group_header_bits": int, "synapse_word_bits": int, "synapse_delay_bits": int,
     "synapse_tag_bits": int, "synapse_index_bits": int,
+    # capabilities
+    "graded_spike_bits": int, "neuron_models": list, "sequence_reset": str,
+    "max_synaptic_delay": int, "state_bits": int,
+    # per-operation energy (pJ) and time (ns), for the cost-per-inference estimate
+    "energy_per_synop_pj": float, "energy_per_neuron_update_pj": float,
+    "energy_per_spike_pj": float, "time_per_synop_ns": float, "time_per_neuron_update_ns": float,
 }
+#: sequence_reset values: "on_chip" (neurons clear their state at a sequence start, e.g. Lava's
+#: LIFReset on Loihi 2) or "host" (only the host can clear state, between runs).
+SEQUENCE_RESETS = ("on_chip", "host")
+#: What the converter's graphs use: 8-bit weight mantissas, 24-bit u/v, the network input as
+#: 8-bit graded payloads (lava_backend.quantize), graded LSTM outputs (real values, 24-bit
+#: payloads in Lava's CPU models), no synaptic delay beyond the one step of every hop.
+CONVERTER_WEIGHT_BITS = 8
+CONVERTER_STATE_BITS = 24
+CONVERTER_INPUT_BITS = 8
+LSTM_OUTPUT_BITS = 24
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "conf", "hardware")
 
@@ -53,7 +83,10 @@ class HardwareLimitError(RuntimeError):
     def __init__(self, report: dict):
         self.report = report
         lines = [f"network does not fit {report['profile']}: "
-                 f"{len(report['violations'])} violation(s)"]
+                 f"{len(report['violations']) + len(report.get('capability_violations', []))} "
+                 f"violation(s)"]
+        for v in report.get("capability_violations", []):
+            lines.append("  " + describe_capability_violation(v, report["profile"]))
         for v in report["violations"][:50]:
             lines.append(f"  layer {v['layer']!r} neuron {v['neuron']}: {v['what']} = "
                          f"{v['value']} > limit {v['limit']}")
@@ -78,6 +111,16 @@ class HardwareProfile:
     synapse_delay_bits: int
     synapse_tag_bits: int
     synapse_index_bits: int
+    graded_spike_bits: int
+    neuron_models: tuple
+    sequence_reset: str
+    max_synaptic_delay: int
+    state_bits: int
+    energy_per_synop_pj: float
+    energy_per_neuron_update_pj: float
+    energy_per_spike_pj: float
+    time_per_synop_ns: float
+    time_per_neuron_update_ns: float
 
     @property
     def bits_per_synapse(self) -> int:
@@ -91,6 +134,14 @@ class HardwareProfile:
         raw = groups * self.synapse_group_header_bits + k * self.bits_per_synapse
         w = self.synapse_word_bits
         return -(-raw // w) * w
+
+    def core_limits(self):
+        """The per-core limits as core-aware training uses them (`spiking_deepr.rewiring.cores`)."""
+        from spiking_deepr.rewiring.cores import CoreLimits
+
+        return CoreLimits(neurons=self.neurons_per_core, input_axons=self.input_axons_per_core,
+                          synapse_bits=self.synapse_bits_per_core,
+                          row_bits=self.row_bits(np.arange(self.neurons_per_core + 1)))
 
 
 def load_profile(profile: Union[str, dict, HardwareProfile]) -> HardwareProfile:
@@ -132,7 +183,22 @@ def load_profile(profile: Union[str, dict, HardwareProfile]) -> HardwareProfile:
                 raise ProfileError(f"hardware profile {src}: field {k!r} must be a "
                                    f"non-negative integer, got {v!r}")
             v = int(v)
+        elif typ is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or v < 0:
+                raise ProfileError(f"hardware profile {src}: field {k!r} must be a "
+                                   f"non-negative number, got {v!r}")
+            v = float(v)
+        elif typ is list:
+            if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+                raise ProfileError(f"hardware profile {src}: field {k!r} must be a list of "
+                                   f"names, got {v!r}")
+            v = tuple(v)
+        elif not isinstance(v, str):
+            raise ProfileError(f"hardware profile {src}: field {k!r} must be a string, got {v!r}")
         vals[k] = v
+    if vals["sequence_reset"] not in SEQUENCE_RESETS:
+        raise ProfileError(f"hardware profile {src}: field 'sequence_reset' must be one of "
+                           f"{SEQUENCE_RESETS}, got {vals['sequence_reset']!r}")
     for k in ("neurons_per_core", "synapse_bits_per_core", "input_axons_per_core",
               "output_axons_per_core", "cores_per_chip", "weight_bits", "synapse_group_size",
               "synapse_word_bits"):
@@ -164,9 +230,11 @@ def _incoming(spec: NetworkSpec):
     prev_off = 0                     # global source ids: input features first
     for ls in spec.layers:
         if isinstance(ls, LSTMLayerSpec):
-            pops.append((ls.name, ls.hidden, [(prev_off, ls.w_ih)], "lstm", sources))
+            # an LSTM unit is counted as one "neuron" fed by its four gate rows (i, f, g, o)
             own = sources
-            pops[-1][2].append((own, ls.w_hh))
+            pops.append((ls.name, ls.hidden, [(prev_off, _gates_per_unit(ls.w_ih, ls.hidden)),
+                                              (own, _gates_per_unit(ls.w_hh, ls.hidden))],
+                         "lstm", own))
             prev_off = own
             sources += ls.hidden
             continue
@@ -182,6 +250,79 @@ def _incoming(spec: NetworkSpec):
     return pops, sources + ro.weights.shape[0]
 
 
+def _gates_per_unit(w: SparseWeights, hidden: int) -> SparseWeights:
+    """[4H, n_in] gate matrix -> [H, n_in] entries per unit (row g*H + j belongs to unit j)."""
+    return SparseWeights((hidden, w.shape[1]), w.rows % hidden, w.cols, w.values)
+
+
+def network_requirements(spec: NetworkSpec) -> List[dict]:
+    """What running ``spec`` as the converter builds it needs from a chip, per layer.
+
+    Each entry is ``{"layer", "capability", "needs"}`` with capability one of ``neuron_model``
+    (needs: "lif" | "alif" | "lstm"), ``graded_spikes`` (needs: payload bits of the layer's
+    input: the network input unless it is spike-encoded, LSTM outputs), ``weight_bits``,
+    ``state_bits``, ``synaptic_delay`` (steps beyond the one every hop adds) and
+    ``reset_between_sequences`` (every stateful population starts each sequence from rest).
+    The readout is a non-spiking LIF compartment whose membrane state is read by the host."""
+    req = []
+    graded_bits = 0 if spec.input_spikes else CONVERTER_INPUT_BITS
+    for ls in spec.layers:
+        if isinstance(ls, LSTMLayerSpec):
+            model = "lstm"
+        elif isinstance(ls, ALIFLayerSpec) and ls.beta is not None and np.any(np.asarray(ls.beta) > 0):
+            model = "alif"
+        else:
+            model = "lif"
+        req.append({"layer": ls.name, "capability": "neuron_model", "needs": model})
+        if graded_bits:
+            req.append({"layer": ls.name, "capability": "graded_spikes", "needs": graded_bits})
+        graded_bits = LSTM_OUTPUT_BITS if model == "lstm" else 0
+    req.append({"layer": "readout", "capability": "neuron_model", "needs": "lif"})
+    if graded_bits:
+        req.append({"layer": "readout", "capability": "graded_spikes", "needs": graded_bits})
+    for name in [ls.name for ls in spec.layers] + ["readout"]:
+        req.append({"layer": name, "capability": "reset_between_sequences", "needs": "host"})
+    req += [{"layer": None, "capability": "weight_bits", "needs": CONVERTER_WEIGHT_BITS},
+            {"layer": None, "capability": "state_bits", "needs": CONVERTER_STATE_BITS},
+            {"layer": None, "capability": "synaptic_delay", "needs": 0}]
+    return req
+
+
+def check_capabilities(spec: NetworkSpec, profile) -> List[dict]:
+    """Every requirement of ``spec`` (see `network_requirements`) that ``profile`` lacks, as
+    ``{"layer", "capability", "needs", "has"}``."""
+    p = load_profile(profile)
+    has = {"neuron_model": list(p.neuron_models), "graded_spikes": p.graded_spike_bits,
+           "weight_bits": p.weight_bits, "state_bits": p.state_bits,
+           "synaptic_delay": p.max_synaptic_delay, "reset_between_sequences": p.sequence_reset}
+    missing = []
+    for r in network_requirements(spec):
+        cap, need = r["capability"], r["needs"]
+        if cap == "neuron_model":
+            ok = need in p.neuron_models
+        elif cap == "reset_between_sequences":
+            ok = True  # "host" is enough: one sequence per run, state cleared in between
+        else:
+            ok = has[cap] >= need
+        if not ok:
+            missing.append({**r, "has": has[cap]})
+    return missing
+
+
+def describe_capability_violation(v: dict, profile_name: str) -> str:
+    """One line for a capability violation."""
+    where = "network" if v["layer"] is None else f"layer {v['layer']!r}"
+    cap, need, has = v["capability"], v["needs"], v["has"]
+    if cap == "neuron_model":
+        text = f"needs {need.upper()} neurons; {profile_name} has {', '.join(m.upper() for m in has)}"
+    elif cap == "graded_spikes":
+        text = (f"receives {need}-bit graded values; {profile_name} "
+                + ("has binary spikes only" if has == 0 else f"carries {has}-bit graded spikes"))
+    else:
+        text = f"needs {cap} = {need}; {profile_name} has {has}"
+    return f"{where}: {cap}: {text}"
+
+
 def map_network(spec: NetworkSpec, profile, num_chips: int = 1) -> dict:
     """Pack ``spec`` onto cores of ``profile``; return the resource report (never raises for
     limits -- see ``check_fits``)."""
@@ -194,9 +335,6 @@ def map_network(spec: NetworkSpec, profile, num_chips: int = 1) -> dict:
     total_syn = 0
     max_fan_in_all = 0
     for name, n, mats, kind, own in pops:
-        if kind == "lstm":
-            violations.append({"layer": name, "neuron": None, "what": "lstm_layer",
-                               "value": n, "limit": 0})
         # incoming lists per postsynaptic neuron: global source ids
         src_lists = [[] for _ in range(n)]
         for off, w in mats:
@@ -295,10 +433,13 @@ def map_network(spec: NetworkSpec, profile, num_chips: int = 1) -> dict:
     if cores_total > p.cores_per_chip * num_chips:
         violations.append({"layer": None, "neuron": None, "what": "cores",
                            "value": cores_total, "limit": p.cores_per_chip * num_chips})
-    return {"profile": p.name, "fits": not violations, "cores": cores_total,
+    missing = check_capabilities(spec, p)
+    return {"profile": p.name, "fits": not violations and not missing, "cores": cores_total,
             "neurons": int(sum(L["neurons"] for L in layers)), "synapses": total_syn,
             "max_fan_in": max_fan_in_all, "fan_in_cap": fan_in_cap(p),
-            "violations": violations, "layers": layers}
+            "capability_violations": missing, "violations": violations,
+            "requirements": network_requirements(spec),
+            "sequence_reset": p.sequence_reset, "layers": layers}
 
 
 def check_fits(spec: NetworkSpec, profile, num_chips: int = 1) -> dict:

@@ -57,9 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--rerun-stale", action="store_true", help="retrain cells whose run directory holds a run "
                    "with other settings (default: refuse and list the differing fields)")
 
-    c = sub.add_parser("convert", help="map a trained run onto a Loihi profile; writes resources.json")
+    c = sub.add_parser(
+        "convert", help="map a trained run onto a Loihi profile; writes resources.json",
+        description="Check the capabilities the network needs (neuron models, graded spikes, bit widths) "
+                    "against the profile and pack it onto cores. Exit 0: fits; 1: a resource limit is "
+                    "broken; 2: the profile lacks a capability (each listed: layer, capability, need).")
     c.add_argument("run_dir")
-    c.add_argument("--profile", default="loihi2")
+    c.add_argument("--profile", default="loihi2",
+                   help="loihi1, loihi2 (conf/hardware/) or a profile YAML path")
 
     m = sub.add_parser("simulate", help="score a run as Lava runs it (emulator on the whole test split, or "
                        "Lava itself on a few sequences); writes lava_eval.json")
@@ -197,6 +202,8 @@ def _convert(args) -> int:
     from lava_backend.commands import convert_run
 
     report = convert_run(Path(args.run_dir), args.profile)
+    if report["capability_violations"]:
+        return 2
     return 0 if report["fits"] else 1
 
 

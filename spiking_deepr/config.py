@@ -125,10 +125,17 @@ class TrainConfig:
 @dataclass
 class HardwareConfig:
     """Target neuromorphic chip. With ``profile`` set and ``cap_fan_in`` true, every matrix is trained
-    under the profile's fan-in cap, so `sdr convert` for that profile always fits."""
+    under the profile's fan-in cap, so `sdr convert` for that profile always fits.
+
+    max_cores: core-aware training — the profile's per-core limits (neurons, input axons, synaptic
+        memory) become constraints of initialisation and every regrowth, with a fixed neuron-to-core
+        assignment, so the trained network maps onto at most this many cores under `sdr convert`
+        (spiking LIF/LSNN models with a sparse readout; see `spiking_deepr.rewiring.cores`).
+    """
 
     profile: Optional[str] = None
     cap_fan_in: bool = True
+    max_cores: Optional[int] = None
 
 
 @dataclass
@@ -218,6 +225,16 @@ def validate(cfg: DictConfig) -> None:
     _require(t.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", t.eval_batch_size)
     _require(t.firing_rate_weight >= 0, "train.firing_rate_weight", ">= 0", t.firing_rate_weight)
     _require(t.threads is None or t.threads >= 1, "train.threads", ">= 1 or null", t.threads)
+    h = cfg.hardware
+    if h.max_cores is not None:
+        _require(h.max_cores >= 1, "hardware.max_cores", ">= 1 or null", h.max_cores)
+        _require(bool(h.profile), "hardware.profile", "a profile when hardware.max_cores is set", h.profile)
+        _require(cfg.model.kind != "lstm", "model.kind", "a spiking model (lif, lsnn) with hardware.max_cores",
+                 cfg.model.kind)
+        _require(not cfg.model.bidirectional, "model.bidirectional", "false with hardware.max_cores",
+                 cfg.model.bidirectional)
+        _require(not cfg.model.dense_readout, "model.dense_readout", "false with hardware.max_cores (a dense "
+                 "readout cannot be placed)", cfg.model.dense_readout)
     _require(t.max_batches_per_epoch is None or t.max_batches_per_epoch >= 1, "train.max_batches_per_epoch",
              ">= 1 or null", t.max_batches_per_epoch)
     k = cfg.task

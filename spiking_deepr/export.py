@@ -158,7 +158,9 @@ class NetworkSpec:
     """A unidirectional sequence model: real-valued input [T, n_input] -> layers -> readout.
 
     The input enters the first layer as a current (``W_in x[t]``); layer l>0 receives the
-    spikes (or LSTM outputs) of layer l-1 at the same step t.
+    spikes (or LSTM outputs) of layer l-1 at the same step t. ``input_spikes``: x is binary
+    (0/1) spikes of an input encoder (``SequenceModel.encode_input``), sent as binary events
+    (Loihi 1 has no graded spikes); otherwise x is real-valued (graded payloads).
 
     ``n_repeat``: every input frame is presented for n_repeat steps; the layers run at that rate
     and the readout once per frame on the last layer's output averaged over the frame's steps.
@@ -170,6 +172,7 @@ class NetworkSpec:
     readout: ReadoutSpec
     n_classes: int = 0
     n_repeat: int = 1
+    input_spikes: bool = False
 
     def __post_init__(self) -> None:
         if not self.n_classes:

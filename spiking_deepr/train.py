@@ -75,7 +75,29 @@ def model_config_for(cfg: DictConfig) -> DictConfig:
 
 
 def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
-    return SequenceModel(model_config_for(cfg), n_features=task.n_features, n_classes=task.n_classes)
+    model = SequenceModel(model_config_for(cfg), n_features=task.n_features, n_classes=task.n_classes)
+    if cfg.hardware.max_cores:
+        constrain_model_to_cores(model, cfg.hardware.profile, cfg.hardware.max_cores)
+    return model
+
+
+def constrain_model_to_cores(model: SequenceModel, profile: str, max_cores: int) -> None:
+    """Core-aware training: put every population (each layer, the readout) on fixed cores of
+    ``profile`` so that initialisation and every regrowth keep the network within ``max_cores``
+    (see `spiking_deepr.rewiring.cores`)."""
+    from lava_backend.hardware import load_profile
+
+    from .config import ConfigError
+    from .rewiring.cores import constrain_to_cores
+
+    populations = {}
+    for name, m in model.sparse_matrices().items():  # "layer{l}.w_in", "layer{l}.w_rec", "readout"
+        populations.setdefault(name.split(".")[0], []).append(m)
+    try:
+        constrain_to_cores([(pop, mats[0].n_out, mats) for pop, mats in populations.items()],
+                           load_profile(profile).core_limits(), max_cores, seed=model.cfg.seed)
+    except ValueError as err:
+        raise ConfigError(f"hardware.max_cores={max_cores} ({profile}): {err}") from None
 
 
 @dataclass

@@ -19,7 +19,8 @@ Budgets: by default every matrix keeps its own K. With ``global_budget=True`` th
 the *sum* of active entries over all its matrices fixed; each step's deficit is split between
 matrices multinomially with probabilities proportional to their initial budgets (as the authors'
 LSNN code does), then placed uniformly among each matrix's dormant positions. Regrowth never
-exceeds a matrix's fan-in / fan-out caps; a matrix that has no room passes its share on.
+exceeds a matrix's fan-in / fan-out caps nor breaks its placement rule (``SparseMatrix.placement``,
+e.g. per-core hardware limits); a matrix that has no room passes its share on.
 
 Dormant entries get no gradient, no L1 and no noise (they are not stored). The random state
 (noise and regrowth) is one ``torch.Generator`` saved in ``state_dict()``, so a resumed run is
@@ -141,25 +142,48 @@ class DeepR(MatrixOptimizer):
     def _rewire(self, removed: List[torch.Tensor]) -> None:
         mats = self.matrices()
         counts = [int(torch.count_nonzero(r)) for r in removed]
-        if self.global_budget:
-            grow = self._split_deficit(mats, removed, sum(counts))
-        else:
-            grow = counts
-        for i, (m, rem, n_new) in enumerate(zip(mats, removed, grow)):
+        new = self._regrow_positions(mats, removed, counts)
+        for i, (m, rem, pos) in enumerate(zip(mats, removed, new)):
             self.last_rewired[i] = counts[i]
-            if counts[i] == 0 and n_new == 0:
+            if counts[i] == 0 and pos.numel() == 0:
                 continue
-            keep = ~rem
-            moves = m.rewire(keep, m.sample_dormant(n_new, self.generator, m.indices[keep]))
+            moves = m.rewire(~rem, pos)
             moves.carry(self.state[m.theta])  # removed entries' state dropped, new ones start at 0
         self._check_budget(mats)
 
-    def _split_deficit(self, mats: List[SparseMatrix], removed: List[torch.Tensor], deficit: int) -> List[int]:
-        """Split ``deficit`` new connections between matrices ∝ initial budgets, within capacity."""
+    def _regrow_positions(self, mats: List[SparseMatrix], removed: List[torch.Tensor],
+                          counts: List[int]) -> List[torch.Tensor]:
+        """New positions (sorted int64) per matrix: each matrix's own removals, or under a global
+        budget the total deficit split ∝ initial budgets. A matrix whose placement rule (e.g. a full
+        core) admits fewer than its share is closed and the rest is split again among the others."""
+        keeps = [m.indices[~r] for m, r in zip(mats, removed)]
+        if not self.global_budget:
+            return [m.sample_dormant(n, self.generator, keep) if n else keep[:0]
+                    for m, n, keep in zip(mats, counts, keeps)]
+        new = [k[:0] for k in keeps]
+        closed = [False] * len(mats)
+        left = sum(counts)
+        while left > 0:
+            grow = self._split_deficit(mats, removed, left, new, closed)
+            for i, (m, n) in enumerate(zip(mats, grow)):
+                if n == 0:
+                    continue
+                taken = torch.cat([keeps[i], new[i]]).sort().values
+                pos = m.sample_dormant(n, self.generator, taken, partial=m.placement is not None)
+                closed[i] = pos.numel() < n
+                new[i] = torch.cat([new[i], pos]).sort().values
+                left -= pos.numel()
+        return new
+
+    def _split_deficit(self, mats: List[SparseMatrix], removed: List[torch.Tensor], deficit: int,
+                       placed: List[torch.Tensor], closed: List[bool]) -> List[int]:
+        """Split ``deficit`` new connections between the open matrices ∝ initial budgets, within
+        capacity (``placed``: positions already regrown this step)."""
         grow = [0] * len(mats)
         if deficit == 0:
             return grow
-        capacity = [m.dormant_capacity() + int(r.sum()) for m, r in zip(mats, removed)]
+        capacity = [0 if shut else m.dormant_capacity() + int(r.sum()) - p.numel()
+                    for m, r, p, shut in zip(mats, removed, placed, closed)]
         weights = torch.tensor([float(m.budget) for m in mats], dtype=torch.float64)
         left = deficit
         while left > 0:

@@ -20,7 +20,7 @@ from typing import Dict, NamedTuple, Optional
 import torch
 from torch import nn
 
-from .sampling import count_admissible, position_sign, sample_positions
+from .sampling import PlacementRule, admit_in_order, count_admissible, position_sign, sample_positions
 
 
 class CSRStructure(NamedTuple):
@@ -77,7 +77,13 @@ class SparseMatrix(nn.Module):
             (default 1/sqrt(n_in)). Active magnitudes are |N(0, init_std^2 / p)|, so the variance of
             a neuron's summed input equals the dense network's.
         seed: seeds the positions, magnitudes and the sign hash (reproducible construction).
+
+    ``placement`` (None, or a :class:`~spiking_deepr.sparse.sampling.PlacementRule` assigned after
+    construction, e.g. by `spiking_deepr.rewiring.cores`) is an extra admissibility rule that every
+    new position obeys.
     """
+
+    placement: Optional[PlacementRule] = None
 
     def __init__(
         self,
@@ -215,27 +221,41 @@ class SparseMatrix(nn.Module):
         self.sign = (self.signs_at(indices) if sign is None else sign).to(dtype)
         self._structure = None
 
-    @torch.no_grad()
-    def sample_dormant(self, count: int, generator: Optional[torch.Generator] = None,
-                       active: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Positions (sorted int64 [count]) for ``count`` new connections among the dormant ones.
-
-        Uniform over dormant admissible positions within the fan-in/fan-out caps. ``active`` (sorted
-        int64 positions, default: the current active set) are the positions that stay taken; all
-        others count as dormant (DEEP R draws among all dormant entries, just-removed ones included).
-        Does not modify the matrix."""
-        active = self.indices if active is None else active
-        return sample_positions(
-            count, self.n_out, self.n_in,
-            active=active.cpu(),
+    def _admissibility(self, active: torch.Tensor) -> dict:
+        """Keyword arguments of `sample_positions` / `admit_in_order` when ``active`` stay taken."""
+        return dict(
+            active=active,
             exclude_diagonal=self.exclude_diagonal,
-            fan_in=torch.bincount(torch.div(active, self.n_in, rounding_mode="floor"), minlength=self.n_out).cpu()
+            fan_in=torch.bincount(torch.div(active, self.n_in, rounding_mode="floor"), minlength=self.n_out)
             if self.fan_in_cap is not None else None,
             fan_in_cap=self.fan_in_cap,
-            fan_out=torch.bincount(active % self.n_in, minlength=self.n_in).cpu() if self.fan_out_cap is not None else None,
+            fan_out=torch.bincount(active % self.n_in, minlength=self.n_in) if self.fan_out_cap is not None else None,
             fan_out_cap=self.fan_out_cap,
-            generator=generator,
-        ).to(self.indices.device)
+            admission=None if self.placement is None else self.placement.start(self, active),
+        )
+
+    @torch.no_grad()
+    def sample_dormant(self, count: int, generator: Optional[torch.Generator] = None,
+                       active: Optional[torch.Tensor] = None, partial: bool = False) -> torch.Tensor:
+        """Positions (sorted int64 [count]) for ``count`` new connections among the dormant ones.
+
+        Uniform over dormant admissible positions within the fan-in/fan-out caps and the placement
+        rule. ``active`` (sorted int64 positions, default: the current active set) are the positions
+        that stay taken; all others count as dormant (DEEP R draws among all dormant entries,
+        just-removed ones included). ``partial``: return fewer when no more are admissible (only a
+        placement rule can make that happen after a removal) instead of raising.
+        Does not modify the matrix."""
+        active = (self.indices if active is None else active).cpu()
+        return sample_positions(count, self.n_out, self.n_in, generator=generator, partial=partial,
+                                **self._admissibility(active)).to(self.indices.device)
+
+    @torch.no_grad()
+    def admit(self, candidates: torch.Tensor, need: int, active: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The first ``need`` admissible dormant positions among ``candidates`` (int64, in preference
+        order, e.g. by decreasing gradient), sorted; same admissibility as `sample_dormant`."""
+        active = (self.indices if active is None else active).cpu()
+        chosen = admit_in_order(candidates.cpu(), need, self.n_out, self.n_in, **self._admissibility(active))
+        return chosen.sort().values.to(self.indices.device)
 
     @torch.no_grad()
     def rewire(self, keep: torch.Tensor, new: torch.Tensor) -> "Rewiring":

@@ -2,15 +2,64 @@
 
 Positions are linear indices ``row * n_in + col`` (int64). Active sets are kept sorted, so
 membership is a binary search. Candidates are drawn uniformly, filtered (diagonal, already
-active, duplicates, fan-in / fan-out caps) and accepted in random order, repeating until enough
-distinct positions are found. Acceptance in random order keeps the result uniform over all
-admissible positions (rejection sampling), which the regrowth test checks with a chi-square test.
+active, duplicates, fan-in / fan-out caps, then an optional :class:`Admission` rule) and accepted in
+random order, repeating until enough distinct positions are found. Acceptance in random order keeps
+the result uniform over all admissible positions (rejection sampling), which the regrowth test
+checks with a chi-square test.
+
+An :class:`Admission` is the extension point for constraints that couple positions (and matrices):
+e.g. per-core hardware limits (`spiking_deepr.rewiring.cores`), where whether a position may be taken
+depends on what was accepted before it. Every algorithm that grows connections through
+`SparseMatrix.sample_dormant` / `SparseMatrix.admit` (initialisation, DEEP R regrowth, ...) honours it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
+
+
+class Admission(Protocol):
+    """A rule deciding, one candidate after the other, whether a new position may be taken."""
+
+    def admit(self, candidates: torch.Tensor, need: int) -> torch.Tensor:
+        """Accept ``candidates`` (int64 linear positions, dormant, in the order offered) while the
+        rule allows each one *given all positions accepted before it* (in this and earlier calls),
+        at most ``need`` of them; returns the accepted ones in offered order and records them."""
+
+
+class PlacementRule(Protocol):
+    """What a `SparseMatrix` holds to constrain its positions (``SparseMatrix.placement``)."""
+
+    def start(self, matrix, active: torch.Tensor) -> Admission:
+        """An :class:`Admission` for new positions of ``matrix`` when ``active`` (sorted int64) are the
+        positions that stay taken (its other entries count as dormant)."""
+
+
+def admit_in_order(
+    candidates: torch.Tensor,
+    need: int,
+    n_out: int,
+    n_in: int,
+    *,
+    active: torch.Tensor,
+    exclude_diagonal: bool,
+    fan_in: Optional[torch.Tensor] = None,
+    fan_in_cap: Optional[int] = None,
+    fan_out: Optional[torch.Tensor] = None,
+    fan_out_cap: Optional[int] = None,
+    admission: Optional[Admission] = None,
+) -> torch.Tensor:
+    """The first ``need`` admissible positions of ``candidates`` in the order given (e.g. by decreasing
+    score for a gradient-based regrowth), in that order: repeats, taken positions, the diagonal and
+    positions over a fan-in / fan-out cap are skipped, then ``admission`` decides."""
+    cand = _drop_taken(_unique_in_order(candidates.to(torch.int64)), active)
+    if exclude_diagonal:
+        cand = cand[cand // n_in != cand % n_in]
+    if fan_in_cap is not None or fan_out_cap is not None:
+        cand = _within_caps(cand, n_in, fan_in if fan_in_cap is not None else None, fan_in_cap,
+                            fan_out if fan_out_cap is not None else None, fan_out_cap)
+    return cand[:need] if admission is None else admission.admit(cand, need)
 
 _MAX_ROUNDS = 10_000
 
@@ -48,13 +97,17 @@ def sample_positions(
     fan_out: Optional[torch.Tensor] = None,
     fan_out_cap: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    admission: Optional[Admission] = None,
+    partial: bool = False,
 ) -> torch.Tensor:
     """Draw ``count`` distinct dormant positions uniformly at random, sorted (int64 [count]).
 
     active:  sorted int64 [K] positions already taken (never drawn again).
     fan_in:  int64 [n_out] current connections per postsynaptic neuron (needed with a cap).
     fan_out: int64 [n_in] current connections per presynaptic neuron (needed with a cap).
-    Raises RuntimeError if the caps leave fewer than ``count`` admissible positions.
+    admission: an extra rule applied last, in random order (see :class:`Admission`).
+    partial: return fewer positions when no more are admissible instead of raising.
+    Raises RuntimeError if the caps / rule leave fewer than ``count`` admissible positions.
     """
     empty = torch.empty(0, dtype=torch.int64)
     if count <= 0:
@@ -70,7 +123,7 @@ def sample_positions(
         need = count - n_chosen
         if need <= 0:
             break
-        if free <= 4 * need or total <= 4096:
+        if free <= 4 * need or total <= 4096 or dense_pool is not None:
             # Nearly full (or tiny) matrix: rejection would spin, enumerate what is left instead.
             if dense_pool is None:
                 dense_pool = _drop_taken(_dormant_positions(n_out, n_in, active, exclude_diagonal), chosen_sorted)
@@ -83,9 +136,15 @@ def sample_positions(
                 cand = cand[cand // n_in != cand % n_in]
         if fan_in is not None or fan_out is not None:
             cand = _within_caps(cand, n_in, fan_in, fan_in_cap, fan_out, fan_out_cap)
-        cand = cand[:need]
+        offered = cand.numel()
+        cand = cand[:need] if admission is None else admission.admit(cand, need)
         if cand.numel() == 0 and dense_pool is not None:
             break
+        if cand.numel() == 0 and offered and admission is not None:
+            # The rule refuses random draws: enumerate the dormant positions from now on, so the
+            # loop ends as soon as nothing admissible is left.
+            dense_pool = _drop_taken(_dormant_positions(n_out, n_in, active, exclude_diagonal), chosen_sorted)
+            continue
         if fan_in is not None:
             fan_in += torch.bincount(cand // n_in, minlength=n_out)
         if fan_out is not None:
@@ -95,10 +154,11 @@ def sample_positions(
         if dense_pool is not None:
             dense_pool = _drop_taken(dense_pool, chosen_sorted)
         free -= cand.numel()
-    if n_chosen < count:
+    if n_chosen < count and not partial:
         raise RuntimeError(
             f"could place only {n_chosen} of {count} connections in a {n_out}x{n_in} matrix: "
-            f"fan_in_cap={fan_in_cap}, fan_out_cap={fan_out_cap}, exclude_diagonal={exclude_diagonal} "
+            f"fan_in_cap={fan_in_cap}, fan_out_cap={fan_out_cap}, exclude_diagonal={exclude_diagonal}"
+            f"{', ' + type(admission).__name__ if admission is not None else ''} "
             f"leave no admissible dormant position"
         )
     return chosen_sorted

@@ -2,14 +2,17 @@ import numpy as np
 import pytest
 
 from spiking_deepr.export import LIFLayerSpec, NetworkSpec, ReadoutSpec, SparseWeights
-from lava_backend.hardware import (HardwareLimitError, ProfileError, check_fits, fan_in_cap,
-                                   load_profile, map_network)
+from lava_backend.hardware import (HardwareLimitError, ProfileError, check_capabilities,
+                                   check_fits, fan_in_cap, load_profile, map_network)
 
 BASE = dict(name="tiny", neurons_per_core=2, synapse_bits_per_core=1000,
             input_axons_per_core=16, output_axons_per_core=16, cores_per_chip=8,
             weight_bits=8, max_fan_in=5, synapse_group_size=64, synapse_group_header_bits=10,
             synapse_word_bits=64, synapse_delay_bits=0, synapse_tag_bits=0,
-            synapse_index_bits=0)
+            synapse_index_bits=0, graded_spike_bits=24, neuron_models=["lif", "alif"],
+            sequence_reset="on_chip", max_synaptic_delay=62, state_bits=24,
+            energy_per_synop_pj=23.6, energy_per_neuron_update_pj=52.0, energy_per_spike_pj=1.7,
+            time_per_synop_ns=3.5, time_per_neuron_update_ns=5.3)
 
 
 def dense(n_out, n_in, v=0.5):
@@ -97,5 +100,49 @@ def test_core_count_violation():
 def test_lsnn_fits_loihi():
     from netgen import lsnn_spec
     spec = lsnn_spec(n=400, n_adapt=100, n_input=39, classes=39, density=0.1)
-    rep = check_fits(spec, "loihi1")
+    rep = check_fits(spec, "loihi2")
     assert rep["fits"] and rep["cores"] >= 2
+    # its resources fit Loihi 1 as well, its capabilities do not (ALIF neurons, graded input)
+    rep1 = map_network(spec, "loihi1")
+    assert rep1["violations"] == [] and len(rep1["capability_violations"]) == 2
+
+
+def _missing(spec, profile):
+    return sorted((v["layer"], v["capability"], v["needs"], v["has"] if not isinstance(v["has"], list)
+                   else tuple(v["has"])) for v in check_capabilities(spec, profile))
+
+
+def test_capability_refusals_per_profile():
+    from dataclasses import replace
+    from netgen import lsnn_spec
+
+    lsnn = lsnn_spec(kinds=("alif",))                 # ALIF neurons, real-valued input
+    assert _missing(lsnn, "loihi2") == []
+    assert _missing(lsnn, "loihi1") == [("alif0", "graded_spikes", 8, 0),
+                                        ("alif0", "neuron_model", "alif", ("lif",))]
+    lif = lsnn_spec(kinds=("lif",))
+    assert _missing(lif, "loihi1") == [("lif0", "graded_spikes", 8, 0)]
+    # spike-encoded input: a LIF network is Loihi 1 material
+    assert _missing(replace(lif, input_spikes=True), "loihi1") == []
+    # an ALIF layer whose beta is all 0 needs only LIF neurons
+    plain = lsnn_spec(kinds=("alif",), n_adapt=0)
+    assert ("alif0", "neuron_model", "alif", ("lif",)) not in _missing(plain, "loihi1")
+    # bit widths of a (hypothetical) smaller chip
+    small = dict(BASE, weight_bits=6, state_bits=16)
+    assert _missing(lsnn, small) == [(None, "state_bits", 24, 16), (None, "weight_bits", 8, 6)]
+
+
+def test_lstm_maps_and_is_refused_everywhere():
+    from netgen import lsnn_spec
+
+    spec = lsnn_spec(kinds=("lstm",), hidden_lstm=12)
+    for name in ("loihi1", "loihi2"):
+        rep = map_network(spec, name)          # no IndexError: gate rows fold onto units
+        assert not rep["fits"]
+        lstm = rep["layers"][0]
+        assert lstm["neurons"] == 12 and lstm["synapses"] == spec.layers[0].w_ih.nnz + spec.layers[0].w_hh.nnz
+        caps = {(v["layer"], v["capability"], v["needs"]) for v in rep["capability_violations"]}
+        assert ("lstm0", "neuron_model", "lstm") in caps
+        assert (("readout", "graded_spikes", 24) in caps) == (name == "loihi1")
+    with pytest.raises(HardwareLimitError, match="layer 'lstm0': neuron_model: needs LSTM neurons"):
+        check_fits(spec, "loihi2")

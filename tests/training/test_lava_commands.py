@@ -83,3 +83,37 @@ def test_training_under_a_profile_cap_always_converts(tmp_path):
     assert not report["fits"]
     fan_in = [v for v in report["violations"] if "fan" in v["what"]]
     assert fan_in and all(v["value"] > v["limit"] == 10 for v in fan_in)
+
+
+@pytest.mark.slow
+def test_core_aware_training_fits_the_requested_cores(tmp_path):
+    profile = yaml.safe_load(LOIHI2.read_text())
+    profile.update(name="small_cores", neurons_per_core=16, input_axons_per_core=12)
+    path = tmp_path / "small_cores.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    base = ["task=smoke", "task.size=tiny", "model=lif", "model.hidden=[30]", "train.epochs=1",
+            "train.max_batches_per_epoch=3", "train.progress=false", "rewiring.connectivity=0.15",
+            "model.readout_connectivity=0.15", "rewiring.temperature=0.01", f"hardware.profile={path}"]
+    aware, free = tmp_path / "aware", tmp_path / "free"
+    assert sdr(["train", *base, "hardware.max_cores=3", f"run.dir={aware}"]) == 0
+    assert sdr(["convert", str(aware), "--profile", str(path)]) == 0
+    report = json.loads((aware / "resources.json").read_text())
+    assert report["fits"] and report["cores"] <= 3
+    # the same network trained without the core constraints needs more cores
+    assert sdr(["train", *base, f"run.dir={free}"]) == 0
+    sdr(["convert", str(free), "--profile", str(path)])
+    assert json.loads((free / "resources.json").read_text())["cores"] > 3
+
+
+@pytest.mark.slow
+def test_convert_an_lstm_run_reports_lstm_is_not_neuromorphic(tmp_path, capsys):
+    run = tmp_path / "lstm"
+    assert sdr(["train", "task=smoke", "task.size=tiny", "model=lstm", "model.hidden=[8]", "train.epochs=1",
+                "train.max_batches_per_epoch=1", "train.progress=false", f"run.dir={run}"]) == 0
+    assert sdr(["convert", str(run), "--profile", "loihi2"]) == 2
+    out = capsys.readouterr().out
+    assert "cannot run on loihi2" in out and "layer 'layer0': neuron_model: needs LSTM neurons" in out
+    report = json.loads((run / "resources.json").read_text())
+    assert {"layer": "layer0", "capability": "neuron_model", "needs": "lstm", "has": ["lif", "alif"]} \
+        in report["capability_violations"]
+    assert report["layers"][0]["neurons"] == 8
