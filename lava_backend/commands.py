@@ -137,9 +137,10 @@ class _Scores:
         c["correct"] += int((fold[pred] == truth)[labelled].sum())
         c["agree"] += int((pred == tpred)[valid].sum())
         for a, b in zip(torch_layers, result.layers):
+            steps = np.repeat(valid, a.shape[1] // valid.shape[1], axis=1)  # n_repeat steps per frame
             same = (a == b) if self.spiking else (np.abs(a - b) <= 1e-5)
-            c["spikes_equal"] += int(same[valid].sum())
-            c["spikes_total"] += int(valid.sum()) * a.shape[-1]
+            c["spikes_equal"] += int(same[steps].sum())
+            c["spikes_total"] += int(steps.sum()) * a.shape[-1]
         if self.sequence_task:  # as training scores sequences: the run's pooling over valid frames
             sp, tp = (pool_logits(torch.from_numpy(r).transpose(0, 1), batch.lengths, self.pooling).argmax(-1).numpy()
                       for r in (result.readout, torch_logits))

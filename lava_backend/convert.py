@@ -130,6 +130,7 @@ class LavaGraph:
     sink_paths: dict            # "layer{l}" / "readout" -> .npy path
     layer_kinds: List[str]
     quant: object = None
+    n_repeat: int = 1           # simulation steps per input frame
     workdir: str = ""
     info: dict = field(default_factory=dict)
 
@@ -153,7 +154,8 @@ class LavaGraph:
                 Sparse: PySparseDotModelBitAcc if fixed else PySparseDotModelFloat})
 
     def collect(self) -> SimulationResult:
-        """Read the sink files once and unpack them to PyTorch-aligned [N, T, ...] arrays."""
+        """Read the sink files once and unpack them to PyTorch-aligned [N, T, ...] arrays (layers
+        at the simulation rate, the readout at each frame's last step when n_repeat > 1)."""
         layers = []
         for l, kind in enumerate(self.layer_kinds):
             p = self.sink_paths.get(f"layer{l}")
@@ -164,13 +166,14 @@ class LavaGraph:
             layers.append(unpack(buf, self.schedule, self.T,
                                  dtype=np.float64 if kind == "lstm" else np.uint8))
         buf = np.load(self.sink_paths["readout"])
+        n = self.n_repeat
         if self.precision == "fixed":
-            yi = unpack(buf.astype(np.int64), self.schedule, self.T)
+            yi = unpack(buf.astype(np.int64), self.schedule, self.T)[:, n - 1::n]
             y = self.quant.dequantize_readout(yi)
         else:
-            yi, y = None, unpack(buf, self.schedule, self.T, dtype=np.float64)
+            yi, y = None, unpack(buf, self.schedule, self.T, dtype=np.float64)[:, n - 1::n]
         return SimulationResult(layers=layers, readout=y, readout_int=yi,
-                                lengths=self.schedule.lengths, lava_steps=self.num_steps,
+                                lengths=self.schedule.lengths // n, lava_steps=self.num_steps,
                                 lanes=self.schedule.lanes)
 
 
@@ -207,6 +210,8 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
         from lava_backend.quantize import quantize_network
 
         quant = quantize_network(spec, calib_x=x, calib_lengths=lengths)
+    n_repeat = form.n_repeat  # every frame repeated: the whole graph runs at the simulation rate
+    x, lengths, T = np.repeat(x, n_repeat, axis=1), lengths * n_repeat, T * n_repeat
     sched = make_schedule(lengths, lanes if lanes else min(N, 32))
     B = sched.lanes
     L = len(form.layers)
@@ -244,7 +249,7 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
             neu = LSTM(hidden=lf.n, lanes=B, bias=lf.lstm_bias, reset_flags=sched.reset_flags,
                        depth=depth, name=lf.name)
             rec_port = neu.a_rec
-        elif neuron_impl == "lava_lif" and lf.kind == "lif":
+        elif neuron_impl == "lava_lif" and lf.kind == "lif" and not (lf.subtract or lf.refractory):
             if not one_seq_per_lane:
                 raise ConversionError("neuron_impl='lava_lif' needs one sequence per lane "
                                       "(lanes >= N): Lava's LIF cannot reset between sequences")
@@ -265,11 +270,13 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
             if fixed:
                 neu = ALIF(shape=shape, du=ql.du, dv=ql.dv, vth=ql.vth,
                            bias_mant=ql.bias_mant, bias_exp=ql.bias_exp, v_init=ql.v_init,
-                           beta=np.tile(ql.beta, B), dth=ql.dth,
+                           beta=np.tile(ql.beta, B), dth=ql.dth, subtract=ql.subtract, v_sub=ql.v_sub,
+                           refractory=ql.refractory,
                            reset_flags=sched.reset_flags, depth=depth, name=lf.name)
             else:
                 neu = ALIF(shape=shape, du=lf.du, dv=lf.dv, vth=lf.vth, bias_mant=lf.bias,
-                           v_init=lf.v_init, beta=np.tile(lf.beta, B), rho=lf.rho,
+                           v_init=lf.v_init, beta=np.tile(lf.beta, B), rho=lf.rho, subtract=lf.subtract,
+                           v_sub=lf.v_sub, refractory=lf.refractory,
                            reset_flags=sched.reset_flags, depth=depth, name=lf.name)
             rec_port = neu.a_rec
         s_in.a_out.connect(neu.a_in)
@@ -298,14 +305,17 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
     prev_out.connect(s_out.s_in)
     depth = L + 2
     C = R.n_out
+    # the readout updates at each frame's last step: its resets move there too
+    ro_flags = np.zeros_like(sched.reset_flags)
+    ro_flags[n_repeat - 1:] = sched.reset_flags[:sched.G - (n_repeat - 1)]
     if fixed:
         ro = Readout(shape=(B * C,), kind=R.kind, du=qr.du, dv=qr.dv, bias_mant=qr.bias_mant,
                      bias_exp=qr.bias_exp, v_init=qr.v_init, out_bias=np.tile(qr.out_bias, B),
-                     reset_flags=sched.reset_flags, depth=depth, name="readout")
+                     reset_flags=ro_flags, depth=depth, n_repeat=n_repeat, name="readout")
     else:
         ro = Readout(shape=(B * C,), kind=R.kind, du=R.du, dv=R.dv, bias_mant=R.bias_v,
                      v_init=R.v_init, out_bias=np.tile(R.out_bias, B),
-                     reset_flags=sched.reset_flags, depth=depth, name="readout")
+                     reset_flags=ro_flags, depth=depth, n_repeat=n_repeat, name="readout")
     s_out.a_out.connect(ro.a_in)
     path = os.path.join(workdir, "readout.npy")
     sink = StepSink(shape=(B * C,), num_steps=sched.G, offset=depth, path=path,
@@ -316,5 +326,5 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
     sink_paths["readout"] = path
     return LavaGraph(precision=precision, schedule=sched, num_steps=num_steps, T=T,
                      processes=procs, sink_paths=sink_paths, layer_kinds=kinds, quant=quant,
-                     workdir=workdir,
+                     workdir=workdir, n_repeat=n_repeat,
                      info={"n_processes": len(procs), "lanes": B, "G": sched.G})

@@ -16,8 +16,12 @@ Integer semantics (what Lava 0.10's bit-accurate models compute; see :mod:`.quan
 * ``u = trunc(u * (4095 - du) / 4096) + (a << 6)``, wrapped to 24 bits;
 * ``v = clip(trunc(v * (4096 - dv) / 4096) + u + bias, ±(2**23 - 1))``;
 * ALIF ``b = min(trunc(b * (4096 - dth) / 4096) + jump * z[t-1], 2**23 - 1)``;
-* ``z = v > (vth << 6) + b``, then ``v = 0`` where z;
-* LI readout: as u, v above, output ``v + out_bias``; linear readout ``a + out_bias``.
+* ``z = v > (vth << 6) + b``, then ``v = 0`` where z (``subtract``: ``v -= v_sub``);
+* ``refractory = R``: a counter r; where r > 0 no spike, v keeps its previous value, r -= 1;
+  a spike sets r = R;
+* LI readout: as u, v above, output ``v + out_bias``; linear readout ``a + out_bias``. With
+  ``n_repeat = n`` the layers run n steps per frame and the readout adds up its synaptic input
+  ``a`` over the frame's n steps (weights quantised from W / n) and updates once per frame.
 
 Every sequence starts from u = 0, v = v_init, b = 0, z[-1] = 0 (Lava resets these at each
 sequence start); outputs past ``lengths[k]`` are zero.
@@ -58,14 +62,16 @@ def emulate_fixed(q, x, lengths=None) -> SimulationResult:
     """Bit-exact integer simulation of the fixed_pt graph of ``q`` (a QuantizedNetwork) on
     x [N, T, F] (real values, quantised here exactly as the Lava source does).
 
-    Returns spikes per layer [N, T, n] (uint8) and the readout [N, T, C], dequantised
+    Returns spikes per layer [N, T * n_repeat, n] (uint8) and the readout [N, T, C], dequantised
     (``readout``) and raw (``readout_int``).
     """
     spec = q.spec
     x, lengths = check_input(spec.n_input, x, lengths)
-    N, T, _ = x.shape
-    valid = (np.arange(T)[None, :] < lengths[:, None])
-    inp = q.quantize_input(x)
+    nr = q.form.n_repeat
+    N, T_frames, _ = x.shape
+    valid_frames = (np.arange(T_frames)[None, :] < lengths[:, None])
+    T, valid = T_frames * nr, np.repeat(valid_frames, nr, axis=1)
+    inp = np.repeat(q.quantize_input(x), nr, axis=1)
     outs = []
     for ql in q.layers:
         n = ql.n
@@ -75,6 +81,7 @@ def emulate_fixed(q, x, lengths=None) -> SimulationResult:
         v = np.full((N, n), ql.v_init, dtype=np.int64)
         b = np.zeros((N, n), dtype=np.int64)
         z = np.zeros((N, n), dtype=np.int64)
+        r = np.zeros((N, n), dtype=np.int64)
         bias = (ql.bias_mant << ql.bias_exp) if ql.bias_exp >= 0 else \
             (ql.bias_mant >> -ql.bias_exp)
         vth = ql.vth << 6
@@ -84,10 +91,20 @@ def emulate_fixed(q, x, lengths=None) -> SimulationResult:
             if W_rec is not None:
                 a = a + _shift(_int_spmm(W_rec, z), ql.w_rec.weight_exp)
             u = _wrap(_decay(u, ql.du + 1) + (a << 6))
+            v_prev = v
             v = np.clip(_decay(v, ql.dv) + u + bias, -_LIM + 1, _LIM - 1)
             b = np.minimum(_decay(b, ql.dth) + ql.beta * z, _LIM - 1)
             s = v > vth + b
-            v[s] = 0
+            if ql.refractory:
+                ref = r > 0
+                s &= ~ref
+                v[ref] = v_prev[ref]
+                r[ref] -= 1
+                r[s] = ql.refractory
+            if ql.subtract:
+                v[s] -= ql.v_sub
+            else:
+                v[s] = 0
             z = s.astype(np.int64)
             out[:, t] = s
         out[~valid] = 0
@@ -96,12 +113,13 @@ def emulate_fixed(q, x, lengths=None) -> SimulationResult:
     R = q.readout
     W = R.w.lava_csr().astype(np.int64)
     C = R.n_out
+    T, valid = T_frames, valid_frames  # the readout updates once per frame
     yi = np.zeros((N, T, C), dtype=np.int64)
     u = np.zeros((N, C), dtype=np.int64)
     v = np.full((N, C), R.v_init, dtype=np.int64)
     bias = R.bias_mant << R.bias_exp
     for t in range(T):
-        a = _shift(_int_spmm(W, inp[:, t]), R.w.weight_exp)
+        a = sum(_shift(_int_spmm(W, inp[:, t * nr + k]), R.w.weight_exp) for k in range(nr))
         if R.kind == "linear":
             yi[:, t] = a + R.out_bias
             continue

@@ -13,6 +13,13 @@ then reproduces i, v and z of the spec. ALIF adds ``thr = vth + beta * b`` with
 LI readout: v_L = v (no shift), u = dv * i_jump, bias_v = dv*v_leak, W_L = dv*W,
 v_init = v_leak, y = v + bias. Linear readout: y = W h + bias.
 
+LSNN recipe options: ``reset="subtract"`` (v = v' - v_th) is ``v_L[s] -= v_sub`` with
+``v_sub = v_th`` (not vth: v_L is shifted by v_reset); ``refractory = R``: a counter r per
+neuron, while r > 0 the neuron cannot spike and v_L is held (u still integrates), r -= 1; a
+spike sets r = R. ``n_repeat = n``: the layers run n steps per input frame; the readout sums
+its input over the frame's n steps with weights W/n (W_L = dv*W/n) and updates once per frame
+(see :mod:`.convert`).
+
 Initial state of every sequence: i = 0, v = v_leak, b = 0, z[-1] = 0, LSTM h = c = 0.
 """
 from __future__ import annotations
@@ -72,6 +79,9 @@ class LavaLayer:
     rho: float = 0.0
     lstm_bias: np.ndarray = None
     graded_input: bool = False  # input is real-valued (network input or LSTM h)
+    subtract: bool = False     # reset by subtracting v_sub (else v_L = 0)
+    v_sub: float = 0.0
+    refractory: int = 0        # steps without spiking after a spike, v held
 
 
 @dataclass
@@ -94,6 +104,7 @@ class LavaForm:
     dt: float
     layers: List[LavaLayer]
     readout: LavaReadout
+    n_repeat: int = 1
 
 
 def _check_weights(w: SparseWeights, shape, what: str) -> None:
@@ -112,9 +123,9 @@ def lava_form(spec: NetworkSpec) -> LavaForm:
         raise ConversionError(f"dt must be > 0, got {spec.dt}")
     if not spec.layers:
         raise ConversionError("NetworkSpec has no layers")
-    if getattr(spec, "n_repeat", 1) != 1:
-        raise ConversionError(f"n_repeat={spec.n_repeat}: repeated input frames are not supported by the "
-                              f"Lava backend yet (train with model.n_repeat=1 to convert)")
+    n_repeat = getattr(spec, "n_repeat", 1)
+    if int(n_repeat) != n_repeat or n_repeat < 1:
+        raise ConversionError(f"n_repeat must be a whole number >= 1, got {n_repeat!r}")
     layers: List[LavaLayer] = []
     n_prev, graded = spec.n_input, True
     for li, ls in enumerate(spec.layers):
@@ -134,9 +145,11 @@ def lava_form(spec: NetworkSpec) -> LavaForm:
         if not isinstance(ls, LIFLayerSpec):
             raise ConversionError(f"{where}: unsupported layer type {type(ls).__name__}")
         n = int(ls.n)
-        if getattr(ls, "reset", "value") != "value" or getattr(ls, "refractory", 0):
-            raise ConversionError(f"{where}: reset={ls.reset!r}, refractory={ls.refractory} are not supported by "
-                                  f"the Lava backend yet (train with model.reset=value model.refractory=0)")
+        reset, refractory = getattr(ls, "reset", "value"), getattr(ls, "refractory", 0)
+        if reset not in ("value", "subtract"):
+            raise ConversionError(f"{where}: reset must be 'value' or 'subtract', got {reset!r}")
+        if int(refractory) != refractory or refractory < 0:
+            raise ConversionError(f"{where}: refractory must be a whole number of steps >= 0, got {refractory!r}")
         _check_weights(ls.w_in, (n, n_prev), f"{where} w_in")
         if ls.w_rec is not None:
             _check_weights(ls.w_rec, (n, n), f"{where} w_rec")
@@ -168,7 +181,8 @@ def lava_form(spec: NetworkSpec) -> LavaForm:
             kind=kind, name=ls.name, n=n, n_in=n_prev, w_in=csr_of(ls.w_in, dv),
             w_rec=None if ls.w_rec is None else csr_of(ls.w_rec, dv), du=du, dv=dv,
             vth=v_th - v_reset, bias=dv * (v_leak - v_reset), v_init=v_leak - v_reset,
-            beta=beta, rho=rho, graded_input=graded))
+            beta=beta, rho=rho, graded_input=graded, subtract=reset == "subtract", v_sub=v_th,
+            refractory=int(refractory)))
         n_prev, graded = n, False
     ro = spec.readout
     C = int(ro.weights.shape[0])
@@ -184,22 +198,23 @@ def lava_form(spec: NetworkSpec) -> LavaForm:
         v_leak = scalar(ro.v_leak, "readout v_leak")
         if not (0.0 <= du <= 1.0 and 0.0 <= dv <= 1.0):
             raise ConversionError(f"readout: need 0 <= du, dv <= 1, got {du}, {dv}")
-        readout = LavaReadout(kind="li", n_in=n_prev, n_out=C, w=csr_of(ro.weights, dv),
+        readout = LavaReadout(kind="li", n_in=n_prev, n_out=C, w=csr_of(ro.weights, dv / n_repeat),
                               du=du, dv=dv, bias_v=dv * v_leak, v_init=v_leak,
                               out_bias=out_bias, graded_input=graded)
     elif ro.kind == "linear":
-        readout = LavaReadout(kind="linear", n_in=n_prev, n_out=C, w=csr_of(ro.weights),
+        readout = LavaReadout(kind="linear", n_in=n_prev, n_out=C, w=csr_of(ro.weights, 1.0 / n_repeat),
                               out_bias=out_bias, graded_input=graded)
     else:
         raise ConversionError(f"readout kind {ro.kind!r} is not supported ('li', 'linear')")
-    return LavaForm(n_input=spec.n_input, dt=spec.dt, layers=layers, readout=readout)
+    return LavaForm(n_input=spec.n_input, dt=spec.dt, layers=layers, readout=readout, n_repeat=int(n_repeat))
 
 
 @dataclass
 class SimulationResult:
     """Outputs aligned to PyTorch steps; entries at t >= lengths[k] are 0.
 
-    layers:   per layer [N, T, n] spikes (uint8) or LSTM h (float64)
+    layers:   per layer [N, T, n] spikes (uint8) or LSTM h (float64); with n_repeat > 1 at the
+              simulation rate, [N, T * n_repeat, n] (valid below lengths[k] * n_repeat)
     readout:  [N, T, C] float64 (fixed point: dequantised)
     readout_int: [N, T, C] int64 raw fixed-point readout (fixed precision only)
     """

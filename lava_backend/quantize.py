@@ -188,6 +188,9 @@ class QuantLayer:
     w_rec: Optional[QuantMatrix]
     graded_input: bool = False
     warnings: List[str] = field(default_factory=list)
+    subtract: bool = False     # reset by v -= v_sub (else v = 0)
+    v_sub: int = 0             # state units: (vth << 6) when v_reset = 0
+    refractory: int = 0
 
 
 @dataclass
@@ -371,9 +374,13 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
             kind=lf.kind, name=lf.name, n=lf.n, scale=S, du=_du(lf.du), dv=dv, vth=vth,
             bias_mant=bm, bias_exp=be,
             v_init=int(np.clip(round(S * lf.v_init), -UV_LIMIT, UV_LIMIT)), beta=beta,
-            dth=dth, w_in=w_in, w_rec=w_rec, graded_input=(li == 0), warnings=warnings))
+            dth=dth, w_in=w_in, w_rec=w_rec, graded_input=(li == 0), warnings=warnings,
+            subtract=lf.subtract, refractory=lf.refractory,
+            # v_sub = vth (v_reset = 0) subtracts exactly the quantised threshold
+            v_sub=int(np.clip((vth << 6) + round(S * (lf.v_sub - lf.vth)), 0, UV_LIMIT))))
 
     ro, rs = form.readout, spec.readout
+    nr = form.n_repeat  # the graph applies W / n_repeat to the sum over a frame's steps
     absw = np.zeros(ro.n_out)
     np.add.at(absw, rs.weights.rows, np.abs(rs.weights.values.astype(np.float64)))
     if stats is not None:
@@ -385,7 +392,7 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
         B = float(absw.max(initial=0.0))
     B = max(B, 1e-9)
     SR = STATE_TARGET / B
-    wmax_ro = float(np.abs(rs.weights.values).max()) if rs.weights.nnz else 0.0
+    wmax_ro = float(np.abs(rs.weights.values).max()) / nr if rs.weights.nnz else 0.0
     if ro.kind == "li" and wmax_ro > 0 and ro.dv > 0:
         # never clip: the largest weight must fit m = 127 at weight_exp = 7
         SR = min(SR, WEIGHT_MAX * 2.0 ** (7 + WEIGHT_EXP_MAX) / (ro.dv * wmax_ro))
@@ -397,14 +404,14 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
     if formats is not None:
         SR, exp_ro = float(formats.readout_scale), int(formats.readout_exp)
     if ro.kind == "li":
-        wq = quantize_matrix(rs.weights, SR * ro.dv, act_shift=6, weight_exp=exp_ro)
+        wq = quantize_matrix(rs.weights, SR * ro.dv / nr, act_shift=6, weight_exp=exp_ro)
         bm, be = _bias(SR * ro.bias_v, "readout")
         q_ro = QuantReadout(kind="li", n_out=ro.n_out, scale=SR, du=_du(ro.du), dv=_dv(ro.dv),
                             bias_mant=bm, bias_exp=be,
                             v_init=int(np.clip(round(SR * ro.v_init), -UV_LIMIT, UV_LIMIT)),
                             out_bias=np.round(SR * ro.out_bias).astype(np.int64), w=wq)
     else:
-        wq = quantize_matrix(rs.weights, SR, act_shift=0, weight_exp=exp_ro)
+        wq = quantize_matrix(rs.weights, SR / nr, act_shift=0, weight_exp=exp_ro)
         q_ro = QuantReadout(kind="linear", n_out=ro.n_out, scale=SR, du=0, dv=0, bias_mant=0,
                             bias_exp=0, v_init=0,
                             out_bias=np.round(SR * ro.out_bias).astype(np.int64), w=wq)
@@ -460,6 +467,7 @@ def fake_quantize(spec: NetworkSpec, q: Optional[QuantizedNetwork] = None,
         vals = qr.w.m * qr.w.unit / (SR * dv_eff) if dv_eff > 0 else qr.w.dequantized()
     else:
         vals = qr.w.m * qr.w.unit / SR
+    vals = vals * getattr(spec, "n_repeat", 1)  # the graph applies W / n_repeat to a sum
     ro.weights = SparseWeights(shape=tuple(ro.weights.shape), rows=ro.weights.rows.copy(),
                                cols=ro.weights.cols.copy(), values=vals.astype(np.float32))
     ro.bias = (qr.out_bias / SR).astype(np.float32)

@@ -8,7 +8,11 @@
 * ``reference_fixed(q, x, lengths)``: integer semantics of the fixed_pt graph, bit-exact;
   it is :func:`lava_backend.emulator.emulate_fixed` (re-exported here).
 
-Every sequence starts from i = 0 (u = 0), v = v_leak, b = 0, z[-1] = 0 (LSTM h = c = 0).
+With ``spec.n_repeat = n`` each frame is repeated n times, the layers run T·n steps (their
+outputs come back at that rate) and the readout runs once per frame: "lava" form on the sum of
+its synaptic input over the frame's steps with weights W/n, "spec" form on the mean output.
+
+Every sequence starts from i = 0 (u = 0), v = v_leak, b = 0, z[-1] = 0, r = 0 (LSTM h = c = 0).
 Outputs past ``lengths[k]`` are zero. Synapse delays do not exist here: layer l at step t sees
 layer l-1's output of step t and its own output of step t-1.
 """
@@ -44,9 +48,12 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
     if form not in ("lava", "spec"):
         raise ValueError(f"form must be 'lava' or 'spec', got {form!r}")
     lf = lava_form(spec)
-    N, T, _ = x.shape
-    valid = (np.arange(T)[None, :] < lengths[:, None])  # [N, T]
-    inp = x
+    nr = lf.n_repeat
+    N, T_frames, _ = x.shape
+    valid_frames = (np.arange(T_frames)[None, :] < lengths[:, None])  # [N, T]
+    T = T_frames * nr  # simulation steps
+    valid = np.repeat(valid_frames, nr, axis=1)
+    inp = np.repeat(x, nr, axis=1)
     outs = []
     lstats = []
     for L, ls in zip(lf.layers, spec.layers):
@@ -71,6 +78,7 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
             n = L.n
             z = np.zeros((N, n))
             b = np.zeros((N, n))
+            r = np.zeros((N, n), dtype=np.int64)
             out = np.zeros((N, T, n), dtype=np.uint8)
             if form == "lava":
                 u = np.zeros((N, n))
@@ -81,10 +89,16 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
                         a = a + _spmm(L.w_rec, z)
                     u = u * (1 - L.du)
                     u += a
+                    v_prev = v
                     v = v * (1 - L.dv) + u + L.bias
                     b = L.rho * b + (1 - L.rho) * z
                     s = v > L.vth + L.beta * b
-                    v[s] = 0
+                    if L.refractory:
+                        s = _refractory(s, v, v_prev, r, L.refractory)
+                    if L.subtract:
+                        v[s] -= L.v_sub
+                    else:
+                        v[s] = 0
                     z = s.astype(np.float64)
                     out[:, t] = s
                     if stats is not None:
@@ -110,7 +124,9 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
                     i_cur = i_jump * (1 - dt * tsi)
                     b = L.rho * b + (1 - L.rho) * z
                     s = v_new > v_th + beta * b
-                    v = np.where(s, v_reset, v_new)
+                    if L.refractory:
+                        s = _refractory(s, v_new, v, r, L.refractory)
+                    v = np.where(s, v_new - v_th if L.subtract else v_reset, v_new)
                     z = s.astype(np.float64)
                     out[:, t] = s
         out[~valid] = 0
@@ -119,11 +135,24 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
         inp = out.astype(np.float64)
     R = lf.readout
     C = R.n_out
+    T, valid = T_frames, valid_frames  # the readout runs once per frame
     y = np.zeros((N, T, C))
     rst = {}
+    if form == "lava":
+        def frame_input(t):  # the readout's synaptic input summed over the frame's steps, in order
+            a = _spmm(R.w, inp[:, t * nr])
+            for k in range(1, nr):
+                a = a + _spmm(R.w, inp[:, t * nr + k])
+            return a
+    else:
+        W = _unscaled(spec.readout.weights)
+        pooled = inp.reshape(N, T, nr, -1).mean(axis=2) if nr > 1 else inp
+
+        def frame_input(t):
+            return _spmm(W, pooled[:, t])
     if R.kind == "linear":
         for t in range(T):
-            y[:, t] = _spmm(R.w, inp[:, t]) + R.out_bias
+            y[:, t] = frame_input(t) + R.out_bias
         rst["max_abs_u"] = 0.0
         _update_stats(rst, "max_abs_v", y[valid])
     elif form == "lava":
@@ -131,7 +160,7 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
         v = np.full((N, C), R.v_init)
         for t in range(T):
             u = u * (1 - R.du)
-            u += _spmm(R.w, inp[:, t])
+            u += frame_input(t)
             v = v * (1 - R.dv) + u + R.bias_v
             y[:, t] = v + R.out_bias
             if stats is not None:
@@ -140,11 +169,10 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
     else:
         ro = spec.readout
         dt = spec.dt
-        W = _unscaled(ro.weights)
         i_cur = np.zeros((N, C))
         v = np.full((N, C), float(ro.v_leak))
         for t in range(T):
-            i_jump = i_cur + _spmm(W, inp[:, t])
+            i_jump = i_cur + frame_input(t)
             v = v + dt * ro.tau_mem_inv * ((ro.v_leak - v) + i_jump)
             i_cur = i_jump * (1 - dt * ro.tau_syn_inv)
             y[:, t] = v + R.out_bias
@@ -153,6 +181,17 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
         stats["layers"] = lstats
         stats["readout"] = rst
     return SimulationResult(layers=outs, readout=y, lengths=lengths)
+
+
+def _refractory(s, v, v_prev, r, steps):
+    """Refractory period (in place on v and the counter r): neurons with r > 0 do not spike and
+    keep v_prev, their r counts down; neurons that spike get r = steps. Returns the spikes."""
+    ref = r > 0
+    s = s & ~ref
+    v[ref] = v_prev[ref]
+    r[ref] -= 1
+    r[s] = steps
+    return s
 
 
 def _unscaled(w):

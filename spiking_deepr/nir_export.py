@@ -83,6 +83,8 @@ def spec_to_nir(spec: NetworkSpec, *, source: str = "") -> "nir.NIRGraph":
     Raises NIRExportError for ALIF layers (use :func:`drop_adaptation` first) and LSTM layers."""
     import nir
 
+    if getattr(spec, "n_repeat", 1) != 1:
+        raise NIRExportError(f"n_repeat={spec.n_repeat}: NIR has no repeated-frame input or frame pooling")
     nodes = {"input": nir.Input(input_type={"input": np.array([spec.n_input])})}
     edges = []
     prev = "input"
@@ -90,6 +92,9 @@ def spec_to_nir(spec: NetworkSpec, *, source: str = "") -> "nir.NIRGraph":
         where = f"layer {l} ({ls.name})"
         if isinstance(ls, LSTMLayerSpec):
             raise NIRExportError(f"{where} is an LSTM: NIR has no LSTM node; only LIF networks are exported")
+        if ls.reset != "value" or ls.refractory:
+            raise NIRExportError(f"{where}: reset={ls.reset!r}, refractory={ls.refractory}: NIR's LIF resets to "
+                                 f"v_reset and has no refractory period")
         if isinstance(ls, ALIFLayerSpec):
             raise NIRExportError(
                 f"{where} has adaptive-threshold (ALIF) neurons, which NIR cannot express (it has no "

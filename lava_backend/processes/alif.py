@@ -14,9 +14,13 @@ plus an integer threshold increment ``b`` (in v units)::
     b   = sgn(b) * ((|b| * (4096 - dth)) >> 12) + beta * z_prev      (beta: int per-spike jump)
     z   = v > (vth << 6) + b
 
+Options of the LSNN recipe (both models): ``subtract``: ``v[z] -= v_sub`` instead of
+``v[z] = 0``; ``refractory = R``: a counter ``r``; where ``r > 0`` the neuron does not spike and
+``v`` keeps its previous value (u still integrates), ``r -= 1``; a spike sets ``r = R``.
+
 Recurrent input arrives on its own port ``a_rec`` so that it can be discarded at a
 sequence start (the recurrent synapse still carries z of the previous sequence's last step).
-At a sequence start (see :mod:`.common`) u = 0, v = v_init, b = 0, z_prev = 0, a_rec = 0.
+At a sequence start (see :mod:`.common`) u = 0, v = v_init, b = 0, r = 0, z_prev = 0, a_rec = 0.
 """
 import typing as ty
 
@@ -59,6 +63,12 @@ class ALIF(AbstractProcess):
         Adaptation decay (float model).
     dth : int
         12-bit adaptation decay (fixed model), factor ``(4096 - dth) / 4096``.
+    subtract : bool
+        Reset by subtracting ``v_sub`` (else to 0).
+    v_sub : float or int
+        Subtracted from v at a spike (fixed: state units).
+    refractory : int
+        Steps without spiking after a spike, v held.
     reset_flags : np.ndarray, optional
         ``[G, lanes]`` bool, sequence starts per lane step (see :mod:`.common`).
     depth : int
@@ -67,10 +77,12 @@ class ALIF(AbstractProcess):
     """
 
     def __init__(self, *, shape: ty.Tuple[int], du=0.0, dv=0.0, vth=1.0, bias_mant=0.0,
-                 bias_exp=0, v_init=0.0, beta=0.0, rho=0.0, dth=0,
+                 bias_exp=0, v_init=0.0, beta=0.0, rho=0.0, dth=0, subtract: bool = False,
+                 v_sub=0.0, refractory: int = 0,
                  reset_flags: ty.Optional[np.ndarray] = None, depth: int = 0,
                  name: ty.Optional[str] = None) -> None:
-        super().__init__(shape=shape, reset_flags=reset_flags, depth=depth, name=name)
+        super().__init__(shape=shape, reset_flags=reset_flags, depth=depth, subtract=bool(subtract),
+                         refractory=int(refractory), name=name)
         self.a_in = InPort(shape=shape)
         self.a_rec = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
@@ -88,6 +100,8 @@ class ALIF(AbstractProcess):
         self.beta = Var(shape=shape, init=beta)
         self.rho = Var(shape=(1,), init=rho)
         self.dth = Var(shape=(1,), init=dth)
+        self.v_sub = Var(shape=(1,), init=v_sub)
+        self.r = Var(shape=shape, init=0)
 
 
 @implements(proc=ALIF, protocol=LoihiProtocol)
@@ -112,6 +126,8 @@ class PyALIFModelFloat(PyLoihiProcessModel):
     beta: np.ndarray = LavaPyType(np.ndarray, float)
     rho: np.ndarray = LavaPyType(np.ndarray, float)
     dth: np.ndarray = LavaPyType(np.ndarray, float)
+    v_sub: np.ndarray = LavaPyType(np.ndarray, float)
+    r: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -119,6 +135,7 @@ class PyALIFModelFloat(PyLoihiProcessModel):
         self._resets = reset_table(proc_params, n)   # {time_step: neuron indices}
         self._t = np.empty(n)
         self._s = np.empty(n, dtype=bool)
+        self._options = _Options(proc_params, n, float)
 
     @guarded
     def run_spk(self):
@@ -134,10 +151,12 @@ class PyALIFModelFloat(PyLoihiProcessModel):
             b[idx] = 0.0
             z[idx] = 0.0
             r[idx] = 0.0                         # recv() returns a fresh array
+            self.r[idx] = 0
         rho = self.rho[0]
         u *= 1 - self.du[0]
         np.add(a, r, out=t)
         u += t
+        self._options.keep(v)
         v *= 1 - self.dv[0]
         v += u
         v += self.bias_mant
@@ -147,7 +166,7 @@ class PyALIFModelFloat(PyLoihiProcessModel):
         np.multiply(self.beta, b, out=t)
         t += self.vth[0]
         np.greater(v, t, out=s)
-        v[s] = 0
+        self._options.spike_reset(s, v, self.r, self.v_sub[0])
         z[:] = s
         self.s_out.send(s)
 
@@ -174,6 +193,8 @@ class PyALIFModelBitAcc(PyLoihiProcessModel):
     beta: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     rho: np.ndarray = LavaPyType(np.ndarray, float)
     dth: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=12)
+    v_sub: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    r: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=8)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -184,6 +205,7 @@ class PyALIFModelBitAcc(PyLoihiProcessModel):
         self._t2 = np.empty(n, dtype=np.int64)
         self._s = np.empty(n, dtype=bool)
         self._bias = None          # bias_mant << bias_exp, from the Vars on the first step
+        self._options = _Options(proc_params, n, np.int64)
 
     @guarded
     def run_spk(self):
@@ -202,11 +224,13 @@ class PyALIFModelBitAcc(PyLoihiProcessModel):
             b[idx] = 0
             z[idx] = 0
             r[idx] = 0
+            self.r[idx] = 0
         np.add(a, r, out=x, dtype=np.int64)
         np.left_shift(x, 6, out=x)
         lava_decay_into(u, 4096 - (int(self.du[0]) + 1), u, t)
         u += x
         wrap_u_inplace(u, s)
+        self._options.keep(v)
         lava_decay_into(v, 4096 - int(self.dv[0]), v, t)
         v += u
         v += self._bias
@@ -217,6 +241,34 @@ class PyALIFModelBitAcc(PyLoihiProcessModel):
         np.minimum(b, 2 ** 23 - 1, out=b)
         np.add(b, int(self.vth[0]) << 6, out=t)
         np.greater(v, t, out=s)
-        v[s] = 0
+        self._options.spike_reset(s, v, self.r, int(self.v_sub[0]))
         z[:] = s
         self.s_out.send(s)
+
+
+class _Options:
+    """Reset by subtraction and refractory period, shared by both models (in place, buffers
+    allocated once): ``keep(v)`` before the voltage update, ``spike_reset`` after the threshold."""
+
+    def __init__(self, proc_params, n: int, dtype) -> None:
+        self.subtract = bool(proc_params.get("subtract", False))
+        self.refractory = int(proc_params.get("refractory", 0))
+        self.v_prev = np.empty(n, dtype=dtype) if self.refractory else None
+        self.ref = np.empty(n, dtype=bool)
+
+    def keep(self, v):
+        if self.refractory:
+            self.v_prev[:] = v
+
+    def spike_reset(self, s, v, r, v_sub):
+        if self.refractory:  # refractory neurons: no spike, previous v, count down
+            ref = self.ref
+            np.greater(r, 0, out=ref)
+            s &= ~ref
+            v[ref] = self.v_prev[ref]
+            r[ref] -= 1
+            r[s] = self.refractory
+        if self.subtract:
+            v[s] -= v_sub
+        else:
+            v[s] = 0

@@ -9,6 +9,11 @@ fixed_pt (integers): li uses Lava's bit-accurate LIF arithmetic (u decay with du
 ``a_in << 6``, 24-bit wrap of u, 24-bit clip of v, ``bias_mant << bias_exp``) without
 threshold; linear is ``y = a_in + out_bias``. y is sent (graded) to a sink.
 At a sequence start u = 0 and v = v_init.
+
+``n_repeat = n`` (frames presented for n steps each, see :mod:`lava_backend.convert`): the
+input is summed over the n steps of each frame (lane steps ``g`` with ``g // n`` equal; every
+sequence starts on a multiple of n) and the readout updates once, at the frame's last step,
+with that sum as its input; in between it sends its previous output again.
 """
 import typing as ty
 
@@ -46,18 +51,21 @@ class Readout(AbstractProcess):
     out_bias : array_like
         Added to the output (the ReadoutSpec bias).
     reset_flags : np.ndarray, optional
+        (with n_repeat > 1: flagged at the last step of a sequence's first frame)
     depth : int
+    n_repeat : int
+        Simulation steps per frame (see module docstring).
     name : str, optional
     """
 
     def __init__(self, *, shape: ty.Tuple[int], kind: str = "li", du=0.0, dv=0.0,
                  bias_mant=0.0, bias_exp=0, v_init=0.0, out_bias=0.0,
-                 reset_flags: ty.Optional[np.ndarray] = None, depth: int = 0,
+                 reset_flags: ty.Optional[np.ndarray] = None, depth: int = 0, n_repeat: int = 1,
                  name: ty.Optional[str] = None) -> None:
         if kind not in ("li", "linear"):
             raise ValueError(f"Readout: kind must be 'li' or 'linear', got {kind!r}")
         super().__init__(shape=shape, kind=kind, reset_flags=reset_flags, depth=depth,
-                         name=name)
+                         n_repeat=int(n_repeat), name=name)
         v_init = np.broadcast_to(np.asarray(v_init), shape).copy()
         self.a_in = InPort(shape=shape)
         self.y_out = OutPort(shape=shape)
@@ -91,13 +99,17 @@ class PyReadoutModelFloat(PyLoihiProcessModel):
         n = int(proc_params["shape"][0])
         self._linear = proc_params["kind"] == "linear"
         self._resets = {} if self._linear else reset_table(proc_params, n)
-        self._y = np.empty(n)
+        self._y = np.zeros(n)
+        self._frames = _FrameSum(proc_params, n, float)
 
     @guarded
     def run_spk(self):
         # same operations and order as u * (1 - du) + a ; v * (1 - dv) + u + bias ; v + out_bias
-        a = self.a_in.recv()
+        a = self._frames.add(self.a_in.recv(), self.time_step)
         y = self._y
+        if a is None:  # inside a frame: hold the output
+            self.y_out.send(y)
+            return
         if self._linear:
             np.add(a, self.out_bias, out=y)
             self.y_out.send(y)
@@ -138,14 +150,18 @@ class PyReadoutModelBitAcc(PyLoihiProcessModel):
         self._resets = {} if self._linear else reset_table(proc_params, n)
         self._x = np.empty(n, dtype=np.int64)
         self._t = np.empty(n, dtype=np.int64)
-        self._y = np.empty(n, dtype=np.int64)
+        self._y = np.zeros(n, dtype=np.int64)
         self._m = np.empty(n, dtype=bool)
         self._bias = None
+        self._frames = _FrameSum(proc_params, n, np.int64)
 
     @guarded
     def run_spk(self):
-        a = self.a_in.recv()
+        a = self._frames.add(self.a_in.recv(), self.time_step)
         y = self._y
+        if a is None:  # inside a frame: hold the output
+            self.y_out.send(y)
+            return
         if self._linear:
             np.add(a, self.out_bias, out=y, dtype=np.int64)
             self.y_out.send(y)
@@ -167,3 +183,23 @@ class PyReadoutModelBitAcc(PyLoihiProcessModel):
         np.clip(v, -2 ** 23 + 1, 2 ** 23 - 1, out=v)
         np.add(v, self.out_bias, out=y)
         self.y_out.send(y)
+
+
+class _FrameSum:
+    """Sums the readout's input over the n_repeat steps of each frame (see module docstring)."""
+
+    def __init__(self, proc_params, n: int, dtype) -> None:
+        self.n_repeat = int(proc_params.get("n_repeat", 1))
+        self.depth = int(proc_params.get("depth", 0))
+        self.acc = np.zeros(n, dtype=dtype)
+
+    def add(self, a, time_step):
+        """The frame's summed input at its last step, else None (a itself when n_repeat = 1)."""
+        if self.n_repeat == 1:
+            return a
+        k = (time_step - self.depth) % self.n_repeat
+        if k == 0:
+            self.acc[:] = a
+        else:
+            self.acc += a
+        return self.acc if k == self.n_repeat - 1 else None

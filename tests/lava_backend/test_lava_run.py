@@ -162,3 +162,40 @@ def test_timeout_kills_run():
     with pytest.raises(LavaTimeoutError):
         run_graph(graph, timeout=0.5)
     assert not graph.root.runtime._is_started
+
+
+def test_lsnn_recipe_options_float_parity_with_torch_and_fixed_bit_exact():
+    """A model with the LSNN recipe options (reset by subtraction, refractory period, n_repeat = 2;
+    LIF and ALIF neurons, a recurrent second layer) converted to Lava: floating point gives the
+    PyTorch model's spikes at every valid simulation step and its frame predictions; fixed point
+    equals the batched emulator bit for bit. Several sequences per lane (resets between them)."""
+    import torch
+
+    from spiking_deepr.model import ModelConfig, SequenceModel
+    from lava_backend.commands import import_lava_runtime, torch_outputs
+
+    import_lava_runtime()  # numba's parallel kernels fixed the start method already
+    cfg = ModelConfig(kind="lsnn", hidden=[24, 16], n_alif=8, connectivity=0.5, init_gain=10.0, beta=3.0, dt=0.004,
+                      tau_adapt_inv=20.0, reset="subtract", refractory=2, n_repeat=2, surrogate="lsnn", seed=2)
+    model = SequenceModel(cfg, 5, 4)
+    x = torch.rand(12, 5, 5) * 2
+    lengths = torch.tensor([12, 5, 9, 12, 3])
+    torch_layers, torch_logits = torch_outputs(model, x, lengths)
+    spec = model.to_spec()
+    xs, ls = x.transpose(0, 1).double().numpy(), lengths.numpy()
+    res = simulate(spec, xs, ls, lanes=2, timeout=TIMEOUT)
+    fine_valid = np.arange(24)[None, :] < 2 * ls[:, None]
+    for zt, zl in zip(torch_layers, res.layers):
+        assert zl.shape == zt.shape == (5, 24, zt.shape[-1])
+        assert 0.02 < zl[fine_valid].mean() < 0.5
+        np.testing.assert_array_equal(zl[fine_valid], zt[fine_valid])
+    valid = np.arange(12)[None, :] < ls[:, None]
+    np.testing.assert_allclose(res.readout[valid], torch_logits[valid], rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(res.readout.argmax(-1)[valid], torch_logits.argmax(-1)[valid])
+    q = quantize_network(spec, calib_x=xs, calib_lengths=ls)
+    assert q.layers[0].subtract and q.layers[0].refractory == 2
+    fixed = simulate(spec, xs, ls, precision="fixed", quant=q, lanes=2, timeout=TIMEOUT)
+    emu = emulate_fixed(q, xs, ls)
+    assert emu.layers[1].sum() > 20
+    _same_spikes(fixed, emu)
+    np.testing.assert_array_equal(fixed.readout_int, emu.readout_int)
