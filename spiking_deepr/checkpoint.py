@@ -69,6 +69,21 @@ def dumps_strict(obj: Any, **kwargs) -> str:
     return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
 
 
+def atomic_write_file(path: Path, write_to) -> None:
+    """Call ``write_to(tmp_path)`` for writers that need a file name (h5py), then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_to(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (dumps_strict(obj, indent=2) + "\n").encode())
 

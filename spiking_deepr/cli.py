@@ -5,7 +5,7 @@
     sdr sweep [key=value ...]                       accuracy vs connectivity table for several algorithms
     sdr convert RUN_DIR [--profile loihi2]          Loihi resource report (resources.json)
     sdr simulate RUN_DIR [--precision float|fixed]  run the network in Lava, compare with PyTorch
-    sdr export RUN_DIR --format nir [--out FILE]     the trained network as a NIR graph
+    sdr export RUN_DIR --format nir|netx [--out F]  the trained network as a NIR graph / lava-dl netx HDF5
     sdr import-nir FILE [--dt S] [--out DIR]        a NIR LIF graph -> SequenceModel, checked in Lava
     sdr demo [key=value ...]                        the whole path on the built-in synthetic corpus
 
@@ -93,12 +93,16 @@ def _parser() -> argparse.ArgumentParser:
                     "        dt is in the graph metadata. Weights are DENSE: dormant connections are stored as 0.\n"
                     "        ALIF layers are refused (NIR has no adaptive neuron) unless --drop-adaptation;\n"
                     "        LSTM and bidirectional models are refused.\n"
-                    "  (lava-dl netx HDF5 is not available: lava-dl 0.6.0 pins torch<2.4 and pytest<8, see README.)\n"
-                    "Writes FILE, FILE.json (nodes, stored vs active weights) and, with --drop-adaptation,\n"
+                    "  netx  lava-dl netx HDF5 (netx.hdf5.Network, lava-dl 0.6.0) of the fixed-point network: per\n"
+                    "        layer a dense_rec block (Lava Dense + LIF, CUBA neuron, integer weights sharing one\n"
+                    "        exponent per layer), quantised as `sdr simulate --precision fixed` with every weight\n"
+                    "        exponent at -1 (what netx can hold exactly). LIF layers only; the readout is not\n"
+                    "        included. Run one sequence per network run (netx resets only every reset_interval).\n"
+                    "Writes FILE, FILE.json (what was written, quantisation report) and, with --drop-adaptation,\n"
                     "FILE.adaptation.json (test frame accuracy with and without adaptation).")
     x.add_argument("run_dir")
-    x.add_argument("--format", default="nir", choices=["nir"], help="exchange format (default nir)")
-    x.add_argument("--out", help="output file (default RUN_DIR/network.nir)")
+    x.add_argument("--format", default="nir", choices=["nir", "netx"], help="exchange format (default nir)")
+    x.add_argument("--out", help="output file (default RUN_DIR/network.nir or RUN_DIR/network.netx.h5)")
     x.add_argument("--drop-adaptation", action="store_true",
                    help="export ALIF layers as plain LIF (beta = 0), measuring the accuracy change")
 
@@ -230,15 +234,9 @@ def _demo(args) -> int:
 
 def _export(args) -> int:
     from .interop import export_run
-    from .nir_export import NIRExportError
 
-    try:
-        report = export_run(Path(args.run_dir), args.format, args.out, args.drop_adaptation)
-    except (NIRExportError, ValueError) as err:
-        print(f"sdr export: error: {err}", file=sys.stderr)
-        return 2
-    print(f"written {report['file']} ({report['format']}: {len(report['nodes'])} nodes, "
-          f"{report['stored_weights']:,} stored weights for {report['active_connections']:,} active connections)")
+    report = export_run(Path(args.run_dir), args.format, args.out, args.drop_adaptation)
+    print(f"written {report['file']} ({report['format']}: {report['summary']})")
     if "dropped_adaptation" in report:
         c = report["dropped_adaptation"]
         print(f"adaptation dropped: test frame accuracy {c['frame_accuracy_with_adaptation']:.4f} -> "
@@ -248,13 +246,8 @@ def _export(args) -> int:
 
 def _import_nir(args) -> int:
     from .interop import import_nir
-    from .nir_import import NIRImportError
 
-    try:
-        report = import_nir(Path(args.file), args.dt, Path(args.out), args.check)
-    except (NIRImportError, ValueError, OSError) as err:
-        print(f"sdr import-nir: error: {args.file}: {err}", file=sys.stderr)
-        return 2
+    report = import_nir(Path(args.file), args.dt, Path(args.out), args.check)
     print(json.dumps(report, indent=2))
     print(f"written {Path(args.out) / 'import.json'}")
     return 0

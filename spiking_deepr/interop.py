@@ -11,7 +11,8 @@ import torch
 
 from .checkpoint import atomic_write_json
 
-FORMATS = ("nir",)
+FORMATS = ("nir", "netx")
+SUFFIX = {"nir": ".nir", "netx": ".netx.h5"}
 
 
 def _without_adaptation(model):
@@ -26,22 +27,25 @@ def _without_adaptation(model):
 
 
 def export_run(run_dir: Path, fmt: str = "nir", out: Optional[Path] = None, drop_adaptation: bool = False) -> Dict:
-    """Write the run's network as ``fmt`` (default ``RUN/network.nir``) and ``export.json`` beside it.
+    """Write the run's network as ``fmt`` (default ``RUN/network.nir`` / ``RUN/network.netx.h5``) and
+    ``<out>.json`` beside it (also returned).
 
-    With ``drop_adaptation`` ALIF layers are exported as LIF; the test-split accuracy of the model
-    with and without adaptation is measured and written to ``<out>.adaptation.json``."""
+    nir: see :mod:`.nir_export`. With ``drop_adaptation`` ALIF layers are exported as LIF; the
+    test-split accuracy of the model with and without adaptation is written to ``<out>.adaptation.json``.
+    netx: the fixed-point network (quantised as ``sdr simulate --precision fixed`` does, then with
+    netx's one-exponent-per-layer integer weights, :mod:`lava_backend.netx_export`)."""
+    from .errors import UserError
     from .export import ALIFLayerSpec
-    from .nir_export import drop_adaptation as drop, spec_to_nir, write_nir
+    from .nir_export import drop_adaptation as drop
     from .train import evaluate, load_run
 
     if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
+        raise UserError(f"--format must be one of {FORMATS}, got {fmt!r}")
     cfg, task, model = load_run(Path(run_dir))
     spec = model.to_spec()
-    out = Path(out) if out else Path(run_dir) / "network.nir"
-    report = {"format": fmt, "file": str(out), "run": str(run_dir), "weights": "dense (dormant connections are 0)"}
-    has_alif = any(isinstance(ls, ALIFLayerSpec) for ls in spec.layers)
-    if has_alif and drop_adaptation:
+    out = Path(out) if out else Path(run_dir) / f"network{SUFFIX[fmt]}"
+    report = {"format": fmt, "file": str(out), "run": str(run_dir)}
+    if any(isinstance(ls, ALIFLayerSpec) for ls in spec.layers) and drop_adaptation:
         warnings.warn("exporting ALIF layers as LIF (--drop-adaptation): the exported network differs from "
                       "the trained one", stacklevel=2)
         with torch.no_grad():
@@ -53,15 +57,38 @@ def export_run(run_dir: Path, fmt: str = "nir", out: Optional[Path] = None, drop
         atomic_write_json(out.with_name(out.name + ".adaptation.json"), change)
         report["dropped_adaptation"] = change
         spec = drop(spec)
+    report.update(_write_nir(spec, out, run_dir) if fmt == "nir" else _write_netx(spec, out, run_dir, task))
+    atomic_write_json(out.with_name(out.name + ".json"), report)
+    return report
+
+
+def _write_nir(spec, out: Path, run_dir: Path) -> Dict:
+    from .nir_export import spec_to_nir, write_nir
+
     graph = spec_to_nir(spec, source=str(run_dir))
     write_nir(graph, out)
     stored = sum(int(np.asarray(n.weight).size) for n in graph.nodes.values() if hasattr(n, "weight"))
     active = sum(ls.w_in.nnz + (ls.w_rec.nnz if ls.w_rec is not None else 0) for ls in spec.layers)
-    report.update({"nodes": {k: type(v).__name__ for k, v in graph.nodes.items()}, "edges": graph.edges,
-                   "dt": spec.dt, "stored_weights": stored,
-                   "active_connections": active + spec.readout.weights.nnz})
-    atomic_write_json(out.with_name(out.name + ".json"), report)
-    return report
+    active += spec.readout.weights.nnz
+    return {"weights": "dense (dormant connections are 0)", "dt": spec.dt,
+            "nodes": {k: type(v).__name__ for k, v in graph.nodes.items()}, "edges": graph.edges,
+            "stored_weights": stored, "active_connections": active,
+            "summary": f"{len(graph.nodes)} nodes, {stored:,} stored weights for {active:,} active connections"}
+
+
+def _write_netx(spec, out: Path, run_dir: Path, task) -> Dict:
+    from lava_backend.commands import run_quantization
+    from lava_backend.netx_export import netx_quantization, write_netx
+
+    base, calibration = run_quantization(run_dir, task, spec)
+    q = netx_quantization(base)
+    written = write_netx(q, out)
+    layers = q.report()["layers"]
+    return {**written, "calibration": calibration, "quantization": q.report(),
+            "default_quantization": base.report(),
+            "readout": "not exported (netx layers emit spikes; the readout stays in the run)",
+            "summary": f"{len(layers)} CUBA layers, weight_exp -1, {q.report()['quantized_to_zero']} nonzero "
+                       f"weights quantised to 0 (default fixed point: {base.report()['quantized_to_zero']})"}
 
 
 def import_nir(path: Path, dt: float, out: Path, check_sequences: int = 4, steps: int = 50,
@@ -72,15 +99,18 @@ def import_nir(path: Path, dt: float, out: Path, check_sequences: int = 4, steps
 
     from lava_backend.commands import import_lava_runtime, torch_outputs
 
+    import io
+
     from .checkpoint import atomic_write_bytes
     from .nir_import import read_nir_model
 
     model, spec = read_nir_model(path, dt)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "model.pt", lambda f: torch.save(
-        {"model_config": asdict(model.cfg), "n_features": model.n_features, "n_classes": model.n_classes,
-         "state_dict": model.state_dict()}, f))
+    buffer = io.BytesIO()
+    torch.save({"model_config": asdict(model.cfg), "n_features": model.n_features, "n_classes": model.n_classes,
+                "state_dict": model.state_dict()}, buffer)
+    atomic_write_bytes(out / "model.pt", buffer.getvalue())
     report = {"file": str(path), "dt": dt, "layers": [{"n": ls.n, "recurrent": ls.w_rec is not None,
                                                         "connections": ls.w_in.nnz + (ls.w_rec.nnz if ls.w_rec else 0)}
                                                        for ls in spec.layers],

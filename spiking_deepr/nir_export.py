@@ -32,18 +32,17 @@ LSTM layers are refused.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .export import ALIFLayerSpec, LIFLayerSpec, LSTMLayerSpec, NetworkSpec
 
 __all__ = ["NIRExportError", "drop_adaptation", "spec_to_nir", "write_nir"]
 
 
-class NIRExportError(ValueError):
+class NIRExportError(UserError, ValueError):
     """The network contains something NIR cannot express."""
 
 
@@ -142,18 +141,9 @@ def spec_to_nir(spec: NetworkSpec, *, source: str = "") -> "nir.NIRGraph":
 
 
 def write_nir(graph, path: Path) -> None:
-    """``nir.write`` to a temporary file beside ``path``, renamed when complete (atomic). h5py needs
-    a named (readable) file, so the checkpoint module's byte-stream writer does not fit."""
+    """``nir.write`` to a temporary file beside ``path``, renamed when complete (atomic)."""
     import nir
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .checkpoint import atomic_write_file
+
+    atomic_write_file(Path(path), lambda tmp: nir.write(tmp, graph))

@@ -22,16 +22,18 @@ as in ``ModelConfig``); no bias into a spiking layer (our LIF has no bias curren
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .errors import UserError
 from .export import LIFLayerSpec, NetworkSpec, ReadoutSpec, SparseWeights
 
 __all__ = ["NIRImportError", "nir_to_spec", "spec_to_model", "read_nir_model"]
 
 
-class NIRImportError(ValueError):
+class NIRImportError(UserError, ValueError):
     """The NIR graph is not a network this project can represent."""
 
 
@@ -253,5 +255,13 @@ def read_nir_model(path, dt: float):
     """``nir.read`` a file and build its SequenceModel; returns (model, spec)."""
     import nir
 
-    spec = nir_to_spec(nir.read(str(path)), dt)
+    from .errors import UserFileNotFoundError
+
+    if not Path(path).is_file():
+        raise UserFileNotFoundError(f"{path}: no such NIR file")
+    try:
+        graph = nir.read(str(path))
+    except (OSError, KeyError, ValueError) as err:
+        raise NIRImportError(f"{path} is not a readable NIR file ({type(err).__name__}: {err})") from None
+    spec = nir_to_spec(graph, dt)
     return spec_to_model(spec), spec

@@ -37,3 +37,19 @@ def test_export_and_import_nir_commands(lsnn_run, tmp_path, capsys):
     assert check["spike_agreement"] == [1.0] and check["spikes"][0] > 0
     assert (imported / "model.pt").is_file()
     assert sdr(["import-nir", str(tmp_path / "missing.nir")]) == 2
+
+
+@pytest.mark.slow
+def test_export_netx_command(lsnn_run, tmp_path, capsys):
+    pytest.importorskip("lava.lib.dl.netx")
+    import h5py
+
+    assert sdr(["export", str(lsnn_run), "--format", "netx"]) == 2
+    assert "only LIF layers" in capsys.readouterr().err
+    out = tmp_path / "net.netx.h5"
+    with pytest.warns(UserWarning, match="ALIF layers as LIF"):
+        assert sdr(["export", str(lsnn_run), "--format", "netx", "--drop-adaptation", "--out", str(out)]) == 0
+    report = json.loads((tmp_path / "net.netx.h5.json").read_text())
+    assert report["layers"] == [{"n": 16, "type": "dense_rec", "stored_weights": 16 * (9 + 16)}]
+    with h5py.File(out, "r") as f:
+        assert f["layer/1/weight_rec"].shape == (16, 16) and f["layer/1/neuron/type"][()] == b"CUBA"
