@@ -6,6 +6,7 @@ A run directory holds::
     checkpoint.pt      model + optimizers + rewiring + history + early-stopping state after the last
                        finished epoch (atomic)
     best.pt            the model weights of the epoch with the best validation metric (atomic)
+    input_stats.json   npz tasks: the per-feature input standardisation of the training split
     metrics.jsonl      one JSON object per epoch (loss, accuracies, lr, connectivity and rewiring counts)
     summary.json       test metrics of the best epoch, the best epoch, why training stopped, the
                        validation curve, per-matrix connectivity, epochs, wall time
@@ -25,6 +26,7 @@ same seed, connectivity stays identical on all ranks (checked at the end).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -72,6 +74,22 @@ def model_config_for(cfg: DictConfig) -> DictConfig:
         cap = max(1, fan_in_cap(cfg.hardware.profile) // 2)
         mcfg.fan_in_cap = cap if mcfg.fan_in_cap is None else min(cap, mcfg.fan_in_cap)
     return mcfg
+
+
+STATS_FILE = "input_stats.json"
+
+
+def build_run_task(cfg: DictConfig, run_dir: Optional[Path] = None) -> Task:
+    """The run's task. If ``run_dir`` holds ``input_stats.json`` (written by training: the npz input
+    standardisation statistics of its training split), those exact statistics are used, so resumed
+    training, evaluation, conversion and simulation see the inputs training saw."""
+    tcfg = cfg.task
+    path = None if run_dir is None else Path(run_dir) / STATS_FILE
+    if path is not None and path.is_file():
+        stats = json.loads(path.read_text())
+        tcfg = tcfg.copy()
+        tcfg.feature_mean, tcfg.feature_std = stats["feature_mean"], stats["feature_std"]
+    return build_task(tcfg)
 
 
 def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
@@ -334,7 +352,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
 
         numba.set_num_threads(min(t.threads, numba.config.NUMBA_NUM_THREADS))
     torch.manual_seed(t.seed)
-    task = build_task(cfg.task)
+    task = build_run_task(cfg, run_dir if resume is not None else None)
     model = build_model(cfg, task)
     opts = build_optimizers(cfg, model)
     budget = Budget.of(cfg, task)
@@ -359,6 +377,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+        if "feature_mean" in task.info:
+            atomic_write_json(run_dir / STATS_FILE, {k: task.info[k] for k in ("feature_mean", "feature_std")})
         # the checkpoint's history is the truth: drops a line written after it, restores one never written
         atomic_write_bytes(run_dir / "metrics.jsonl", "".join(dumps_strict(r) + "\n" for r in history).encode())
     dist.barrier()
@@ -604,7 +624,7 @@ def load_run(run_dir: Path, weights: str = "best"):
     if weights not in ("best", "last"):
         raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
     cfg = load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(cfg_path)))
-    task = build_task(cfg.task)
+    task = build_run_task(cfg, run_dir)
     model = build_model(cfg, task)
     path = run_dir / "best.pt"
     if weights == "last" or not path.exists():

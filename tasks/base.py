@@ -162,6 +162,12 @@ class TaskConfig:
         allow_partial: accept an incomplete TIMIT corpus (missing dialect regions, listed speakers or .PHN
             files are skipped with a warning instead of raising).
         valid_fraction: fraction of ``train.npz`` held out (seeded) when an npz directory has no ``valid.npz``.
+        normalize: ``npz``: standardise every input feature with its mean and standard deviation over the
+            valid frames of the training split (after the validation hold-out); false: inputs as given.
+        feature_mean, feature_std: ``npz`` standardisation statistics [F] to use instead of computing them.
+            Normally null: ``sdr train`` computes them and saves them in the run (``input_stats.json``),
+            from where ``--resume``, ``sdr evaluate``, ``convert`` and ``simulate`` take them, so every
+            command sees identical inputs.
     """
 
     name: str = "synthetic_timit"
@@ -176,6 +182,9 @@ class TaskConfig:
     test_speakers: Optional[List[str]] = None
     allow_partial: bool = False
     valid_fraction: float = 0.1
+    normalize: bool = True
+    feature_mean: Optional[List[float]] = None
+    feature_std: Optional[List[float]] = None
 
 
 def build_task(cfg: TaskConfig) -> Task:

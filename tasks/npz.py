@@ -12,13 +12,18 @@ Each file holds:
 
 Without ``valid.npz``, a seeded ``valid_fraction`` of ``train.npz`` (at least one sequence) is held out.
 All files must agree on F, on the label kind and on ``n_classes``; every violation raises ``ValueError``
-naming the file, the field, what was expected and what was found. Inputs are used as given (no normalisation).
+naming the file, the field, what was expected and what was found.
+
+Inputs are standardised per feature by default: ``(x - mean) / std`` with the mean and standard deviation
+over the valid frames of the *training* split (after the validation hold-out), or with given statistics;
+``Task.info["feature_mean"]`` / ``["feature_std"]`` hold the values used. Raw features of very different
+scales (PLAID's current spans -22 ... 461 A) otherwise saturate LSTM gates and spiking thresholds.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -116,8 +121,19 @@ def _dataset(data: dict[str, np.ndarray], idx: np.ndarray) -> SequenceDataset:
     return SequenceDataset(xs, [y[i, : lengths[i]] for i in idx], None, [str(i) for i in idx])
 
 
-def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int = 0, name: str = "npz") -> Task:
-    """Load and validate an npz task directory (see module docstring) -> :class:`Task`."""
+def feature_statistics(dataset: SequenceDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation [F] (float64) over all frames of ``dataset``; a constant
+    feature gets std 1 (it is only centred)."""
+    frames = np.concatenate(dataset.xs).astype(np.float64)
+    std = frames.std(0)
+    return frames.mean(0), np.where(std > 1e-12, std, 1.0)
+
+
+def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int = 0, name: str = "npz",
+                  normalize: bool = True, mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None) -> Task:
+    """Load and validate an npz task directory (see module docstring) -> :class:`Task`; with ``normalize``,
+    standardised with ``mean``/``std`` [F] if given, else with the training split's statistics."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise UserFileNotFoundError(f"npz task directory {directory} does not exist")
@@ -160,10 +176,20 @@ def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int 
         n_valid = min(max(1, int(round(valid_fraction * n_train))), n_train - 1)
         train, valid = _dataset(ref, np.sort(perm[n_valid:])), _dataset(ref, np.sort(perm[:n_valid]))
     test = _dataset(data["test"], np.arange(len(data["test"]["x"])))
+    info = {"path": str(directory), "valid_from": "valid.npz" if "valid" in data else f"{valid_fraction:.0%} of train.npz"}
+    if normalize:
+        if mean is None or std is None:
+            mean, std = feature_statistics(train)
+        mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if mean.shape != (n_feat,) or std.shape != (n_feat,) or not (std > 0).all():
+            raise TaskConfigError(f"task.feature_mean / task.feature_std: expected {n_feat} values each "
+                                  f"(std > 0), found {mean.tolist()} / {std.tolist()}")
+        for ds in (train, valid, test):
+            ds.xs = [((x - mean) / std).astype(np.float32) for x in ds.xs]
+        info.update(feature_mean=mean.tolist(), feature_std=std.tolist())
     return Task(name=name, n_features=int(n_feat), n_classes=n_classes, train=train, valid=valid, test=test,
                 class_names=class_names, sequence_task=bool(seq_kind), eval_fold=None, n_eval_classes=n_classes,
-                eval_class_names=class_names, info={"path": str(directory), "valid_from": "valid.npz"
-                                                    if "valid" in data else f"{valid_fraction:.0%} of train.npz"})
+                eval_class_names=class_names, info=info)
 
 
 def build_npz(cfg: TaskConfig) -> Task:
@@ -171,4 +197,5 @@ def build_npz(cfg: TaskConfig) -> Task:
     if cfg.path is None:
         raise TaskConfigError("task.path: expected a directory with train.npz and test.npz for task.name=npz, "
                               "found null")
-    return load_npz_task(cfg.path, valid_fraction=cfg.valid_fraction, seed=cfg.seed, name=cfg.name)
+    return load_npz_task(cfg.path, valid_fraction=cfg.valid_fraction, seed=cfg.seed, name=cfg.name,
+                         normalize=cfg.normalize, mean=cfg.feature_mean, std=cfg.feature_std)

@@ -79,3 +79,35 @@ def test_missing_files(tmp_path):
         load_npz_task(tmp_path)
     with pytest.raises(ValueError, match="task.path"):
         build_task(TaskConfig(name="npz"))
+
+
+def test_inputs_standardised_with_training_statistics(tmp_path):
+    """Per-feature mean/std over the valid frames of the training split only (not the held-out
+    validation sequences, not test, not padding), applied to every split; optional; given stats win."""
+    tr = _frame_data(n=20, f=2, seed=2)
+    tr["x"] = (tr["x"] * np.array([0.01, 300.0]) + np.array([5.0, -40.0])).astype(np.float32)
+    tr["x"][np.arange(6)[None, :] >= tr["lengths"][:, None]] = 1e6  # padding must not count
+    te = _frame_data(n=4, f=2, seed=3)
+    te["x"] = (te["x"] * 1000).astype(np.float32)  # test values must not move the statistics
+    _save(tmp_path, "train", **tr)
+    _save(tmp_path, "test", **te)
+    task = load_npz_task(tmp_path, valid_fraction=0.25, seed=1)
+    rows = [tr["x"][int(i), : tr["lengths"][int(i)]].astype(np.float64) for i in task.train.ids]
+    frames = np.concatenate(rows)
+    mean, std = frames.mean(0), frames.std(0)
+    np.testing.assert_allclose(task.info["feature_mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(task.info["feature_std"], std, rtol=1e-12)
+    standardised = np.concatenate(task.train.xs).astype(np.float64)
+    np.testing.assert_allclose(standardised.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(standardised.std(0), 1, rtol=1e-5)
+    i = int(task.valid.ids[0])
+    np.testing.assert_allclose(task.valid.xs[0], (tr["x"][i, : tr["lengths"][i]] - mean) / std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(task.test.xs[1], (te["x"][1, : te["lengths"][1]] - mean) / std, rtol=1e-5, atol=1e-6)
+
+    raw = load_npz_task(tmp_path, valid_fraction=0.25, seed=1, normalize=False)
+    assert np.array_equal(raw.test.xs[1], te["x"][1, : te["lengths"][1]]) and "feature_mean" not in raw.info
+    given = build_task(TaskConfig(name="npz", path=str(tmp_path), valid_fraction=0.25, seed=1,
+                                  feature_mean=[1.0, 2.0], feature_std=[2.0, 4.0]))
+    np.testing.assert_allclose(given.test.xs[1], (te["x"][1, : te["lengths"][1]] - [1, 2]) / [2, 4], rtol=1e-6)
+    with pytest.raises(ValueError, match="task.feature_mean / task.feature_std: expected 2 values"):
+        build_task(TaskConfig(name="npz", path=str(tmp_path), feature_mean=[0.0], feature_std=[1.0]))

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,9 +194,18 @@ def test_npz_real_dataset_sequence_labels(tmp_path):
     run = tmp_path / "stocks_run"
     summary = train(load_config(["task=npz", f"task.path={data}", "model=lsnn", "model.hidden=[32]",
                                  "model.n_alif=8", "train.epochs=2", "train.progress=false", f"run.dir={run}"]))
-    assert summary["task"] == "npz"
+    assert summary["task"] == "npz" and summary["monitor"] == "sequence_accuracy"
     assert 0.0 <= summary["test"]["sequence_accuracy"] <= 1.0
     assert summary["test"]["frame_accuracy"] > 0
+    # the input standardisation is part of the run: later commands see the inputs training saw, even
+    # if the data directory's training file changes afterwards
+    stats = json.loads((run / "input_stats.json").read_text())
+    trained_on = train_module.build_task(load_config(["task=npz", f"task.path={data}"]).task)
+    assert stats == {k: trained_on.info[k] for k in ("feature_mean", "feature_std")}
+    arrays = dict(np.load(data / "train.npz"))
+    np.savez(data / "train.npz", **{**arrays, "x": arrays["x"] * 10 + 3})
+    _, task, _ = train_module.load_run(run)
+    assert all(np.array_equal(a, b) for a, b in zip(task.test.xs, trained_on.test.xs))
 
 
 @pytest.mark.slow
