@@ -18,7 +18,7 @@ DEEP R budgets (``budget``):
   fixed K (every gate keeps the same number of connections).
 
 The input product of all T steps is computed before the time loop (one sparse product over T·B
-rows, per matrix); only the recurrent product runs per step. On the CPU (``fused=True``, the
+rows); only the recurrent product runs per step. On the CPU (``fused=True``, the
 default) the time loop and its backward pass run in the fused kernels of
 :mod:`spiking_deepr.layers.lstm_recurrence` (equal to :func:`lstm_step` to rounding); ``fused=False``
 and GPU tensors loop over :func:`lstm_step` with autograd.
@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from ..sparse import SparseMatrix, sparse_linear
-from ..sparse.matrix import CSRStructure, csr_structures
+from ..sparse.matrix import csr_structures
 from ._common import build_matrix, check_time_major
-from .lstm_recurrence import lstm_recurrence
+from .lstm_recurrence import JointMatrix, lstm_recurrence
 from .recurrence import fused_available
 
 __all__ = ["LSTMState", "lstm_step", "SparseLSTM", "BUDGETS"]
@@ -128,16 +128,16 @@ class SparseLSTM(nn.Module):
         """(W_ih [4H, F], W_hh [4H, H]) dense, for inspection and export."""
         return (torch.cat([m.to_dense() for m in self.w_ih]), torch.cat([m.to_dense() for m in self.w_hh]))
 
-    def _joint_recurrent(self) -> Tuple[torch.Tensor, CSRStructure]:
-        """Values [K] (differentiable) and CSR structure of the joint W_hh [4H, H]: the matrix itself,
-        or the four per-gate [H, H] matrices stacked by rows (gate g's positions shift by g·H·H, so
-        the concatenated positions stay sorted)."""
-        if self.budget == "joint":
-            return self.w_hh[0].weight_values(), self.w_hh[0].structure()
-        H = self.hidden_size
-        values = torch.cat([m.weight_values() for m in self.w_hh])
-        positions = torch.cat([m.indices + g * H * H for g, m in enumerate(self.w_hh)])
-        return values, csr_structures(positions, 4 * H, H)
+    def _joint(self, mats: nn.ModuleList) -> JointMatrix:
+        """The joint [4H, n_in] matrix of ``w_ih`` or ``w_hh`` for the fused kernels: the matrix itself,
+        or the four per-gate [H, n_in] matrices stacked by rows (gate g's positions shift by g·H·n_in,
+        so the concatenated positions stay sorted)."""
+        if len(mats) == 1:
+            return JointMatrix(mats[0].weight_values(), mats[0].structure())
+        H, n_in = self.hidden_size, mats[0].n_in
+        values = torch.cat([m.weight_values() for m in mats])
+        positions = torch.cat([m.indices + g * H * n_in for g, m in enumerate(mats)])
+        return JointMatrix(values, csr_structures(positions, 4 * H, n_in))
 
     def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None) -> LSTMState:
         like = self.w_ih[0].theta if like is None else like
@@ -149,13 +149,12 @@ class SparseLSTM(nn.Module):
         check_time_major(x, self.input_size, "SparseLSTM")
         T, B, _ = x.shape
         state = self.initial_state(B, x) if state is None else state
+        if self.fused and T > 0 and fused_available(x):
+            h, c = lstm_recurrence(x, state.h, state.c, self._joint(self.w_ih), self._joint(self.w_hh), self.bias)
+            return h, LSTMState(h[-1], c)
         gates_x = _product(x, list(self.w_ih))  # [T, B, 4H], all steps at once
         if self.bias is not None:
             gates_x = gates_x + self.bias  # folded in once instead of per step
-        if self.fused and T > 0 and fused_available(gates_x):
-            values, structure = self._joint_recurrent()
-            h, c = lstm_recurrence(gates_x, state.h, state.c, values, structure)
-            return h, LSTMState(h[-1], c)
         w_hh = list(self.w_hh)
         outputs = []
         for g in gates_x.unbind(0):

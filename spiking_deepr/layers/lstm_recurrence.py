@@ -2,8 +2,9 @@ r"""The whole-sequence sparse LSTM recurrence as one autograd function (fused CP
 
 :func:`~spiking_deepr.layers.lstm.lstm_step` runs one step as a sparse product and ~10 torch
 operations, and autograd records them all for every step. :func:`lstm_recurrence` runs the T
-steps in one numba kernel (`_lstm_kernels.forward`) and backpropagates through time by hand
-(`_lstm_kernels.backward`); with :math:`a_t = (i, f, g, o)` the gate activations,
+steps in numba kernels (`_lstm_kernels`: the input projection of all steps at once, then one call
+per step for the recurrent product) with torch's vectorised nonlinearities in place, without
+autograd, and backpropagates through time by hand in one kernel; with :math:`a_t = (i, f, g, o)` the gate activations,
 :math:`\tau_t = \tanh(c_t)` and :math:`\bar h_t` the gradient from the loss:
 
 .. math::
@@ -18,91 +19,118 @@ steps in one numba kernel (`_lstm_kernels.forward`) and backpropagates through t
         \partial E/\partial (W_{ih} x_t + b) &= \delta_t
     \end{align*}
 
-The input projection :math:`W_{ih} x + b` of all T steps is computed before (one sparse product
-over T·B rows, ordinary autograd), so its gradient — the sparse input gradient and the SDDMM of
-:math:`W_{ih}` over T·B rows — also runs once per sequence. The weight gradient of
-:math:`W_{hh}` is accumulated per step next to :math:`W_{hh}^\top\delta_t` (the same pass over the
-synapses, :math:`\delta_t` still in cache). No per-step autograd graph is built.
+with :math:`\partial E/\partial x_t = W_{ih}^\top \delta_t` and :math:`\partial E/\partial b =
+\sum_{t,b} \delta_t`. Both weight gradients (SDDMMs over the T·B rows) are accumulated per step
+next to the products :math:`W^\top\delta_t` (one pass over the synapses, :math:`\delta_t` still in
+cache). No per-step autograd graph is built.
 
-Equal to :func:`lstm_step` under autograd to rounding (the nonlinearities are numba's libm
-``exp``/``tanh``, not torch's vectorised ones): tested to 1e-5 (float32) / 1e-12 (float64)
+Equal to :func:`lstm_step` under autograd to rounding (the recurrent sum and the gradient sums
+run in another order): tested to 1e-5 (float32) / 1e-12 (float64)
 relative, outputs and gradients.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
 from ..sparse.matrix import CSRStructure
 
-__all__ = ["lstm_recurrence"]
+__all__ = ["JointMatrix", "lstm_recurrence"]
 
 
-def lstm_recurrence(gates_x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, values: torch.Tensor,
-                    structure: CSRStructure) -> Tuple[torch.Tensor, torch.Tensor]:
+class JointMatrix(NamedTuple):
+    """A [4H, n_in] weight matrix as the kernels read it: values [K] (differentiable) in the CSR
+    order of ``structure``."""
+
+    values: torch.Tensor
+    structure: CSRStructure
+
+
+def lstm_recurrence(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: JointMatrix, w_hh: JointMatrix,
+                    bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run a sparse LSTM over a sequence (CPU, float32/float64).
 
     Args:
-        gates_x: W_ih x[t] + b for every step, [T, B, 4H] (differentiable), gate order i, f, g, o.
-        h0, c0: initial state, each [B, H] (differentiable).
-        values: recurrent weights [K] in the CSR order of ``structure`` (differentiable).
-        structure: CSR (and transposed CSR) of the joint W_hh [4H, H].
+        x: input [T, B, F] (T > 0).
+        h0, c0: initial state, each [B, H].
+        w_ih, w_hh: the joint input [4H, F] and recurrent [4H, H] matrices (gate order i, f, g, o).
+        bias: [4H] or None.
 
     Returns:
         (h [T, B, H] outputs of every step, c [B, H] final cell state); the final h is h[-1].
+        Differentiable w.r.t. x, h0, c0, both value vectors and the bias.
     """
-    return _LSTMRecurrence.apply(gates_x, h0, c0, values, structure)
+    b = torch.zeros(w_ih.structure.crow.numel() - 1, dtype=x.dtype) if bias is None else bias
+    return _LSTMRecurrence.apply(x, h0, c0, w_ih.values, w_hh.values, b, w_ih.structure, w_hh.structure)
 
 
-def _neuron_major(x: torch.Tensor) -> torch.Tensor:
-    """[..., B, M] -> contiguous [..., M, B]."""
+def _swap(x: torch.Tensor) -> torch.Tensor:
+    """Swap the last two dimensions (batch- <-> neuron-major), contiguous."""
     return x.detach().transpose(-1, -2).contiguous()
 
 
 class _LSTMRecurrence(torch.autograd.Function):
-    """Forward `_lstm_kernels.forward`; saves the gate activations, h and c of every step
-    (neuron-major). Backward `_lstm_kernels.backward`. Gradients for gates_x, h0, c0, values."""
+    """Forward: `_lstm_kernels.input_gates`, then per step `_lstm_kernels.recurrent_gates` and
+    torch's vectorised nonlinearities; saves the gate activations, c, tanh(c) and h of every step
+    (neuron-major). Backward: `_lstm_kernels.backward`."""
 
     @staticmethod
-    def forward(ctx, gates_x, h0, c0, values, structure):
+    def forward(ctx, x, h0, c0, vals_ih, vals_hh, bias, s_ih, s_hh):
         from . import _lstm_kernels as lk
 
-        dtype = gates_x.dtype
-        T, B, G = gates_x.shape
+        dtype = x.dtype
+        T, B, _ = x.shape
+        G = s_hh.crow.numel() - 1
         H = G // 4
-        GX = _neuron_major(gates_x)
-        h0n, c0n = _neuron_major(h0.to(dtype)), _neuron_major(c0.to(dtype))
+        XT = _swap(x)
+        h0n, c0n = _swap(h0.to(dtype)), _swap(c0.to(dtype))
+        vi, vh = (v.detach().to(dtype).contiguous() for v in (vals_ih, vals_hh))
+        GX = torch.empty(T, G, B, dtype=dtype)
+        zero = torch.zeros(1, dtype=dtype).numpy()
+        lk.input_gates(XT.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(), vi.numpy(),
+                       bias.detach().to(dtype).contiguous().numpy(), zero, GX.numpy())
         A = torch.empty(T, G, B, dtype=dtype)
-        Hs, Cs = torch.empty(T, H, B, dtype=dtype), torch.empty(T, H, B, dtype=dtype)
-        vals = values.detach().to(dtype).contiguous()
-        one = torch.ones(1, dtype=dtype)
-        lk.forward(GX.numpy(), h0n.numpy(), c0n.numpy(), structure.crow.numpy(), structure.cols.numpy(),
-                   vals.numpy(), one.numpy(), A.numpy(), Hs.numpy(), Cs.numpy())
-        ctx.save_for_backward(A, Hs, Cs, h0n, c0n, vals[structure.perm_t])
-        ctx.structure = structure
-        return Hs.transpose(1, 2).contiguous(), Cs[-1].T.contiguous()
+        Cs, TC, Hs = (torch.empty(T, H, B, dtype=dtype) for _ in range(3))
+        crow, cols, vals, GX_np, A_np = s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), GX.numpy(), A.numpy()
+        for t in range(T):
+            hp = h0n if t == 0 else Hs[t - 1]
+            cp = c0n if t == 0 else Cs[t - 1]
+            lk.recurrent_gates(GX_np[t], hp.numpy(), crow, cols, vals, zero, A_np[t])
+            i, f, g, o = A[t].chunk(4)
+            torch.sigmoid(A[t, :2 * H], out=A[t, :2 * H])
+            torch.tanh(g, out=g)
+            torch.sigmoid(o, out=o)
+            torch.mul(f, cp, out=Cs[t]).addcmul_(i, g)  # c = f c[t-1] + i g
+            torch.tanh(Cs[t], out=TC[t])
+            torch.mul(o, TC[t], out=Hs[t])
+        ctx.save_for_backward(A, Cs, TC, Hs, h0n, c0n, XT, vi[s_ih.perm_t], vh[s_hh.perm_t])
+        ctx.structures = (s_ih, s_hh)
+        return _swap(Hs), _swap(Cs[-1])
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):
         from . import _lstm_kernels as lk
 
-        A, Hs, Cs, h0n, c0n, vals_t = ctx.saved_tensors
-        s = ctx.structure
+        A, Cs, TC, Hs, h0n, c0n, XT, vi_t, vh_t = ctx.saved_tensors
+        s_ih, s_hh = ctx.structures
         T, G, B = A.shape
         H = G // 4
         dtype = A.dtype
-        GH = torch.zeros(T, H, B, dtype=dtype) if grad_h is None else _neuron_major(grad_h.to(dtype))
-        dc = torch.zeros(H, B, dtype=dtype) if grad_c is None else _neuron_major(grad_c.to(dtype))
-        DG = torch.empty(T, G, B, dtype=dtype)
-        gw_t = torch.empty(vals_t.shape[0], dtype=dtype)
+        GH = torch.zeros(T, H, B, dtype=dtype) if grad_h is None else _swap(grad_h.to(dtype))
+        dc = torch.zeros(H, B, dtype=dtype) if grad_c is None else _swap(grad_c.to(dtype))
+        dg, DX = torch.empty(G, B, dtype=dtype), torch.empty_like(XT)
+        gwi_t, gwh_t, gbias = torch.empty_like(vi_t), torch.empty_like(vh_t), torch.empty(G, dtype=dtype)
         dh = torch.empty(H, B, dtype=dtype)
         one = torch.ones(1, dtype=dtype)
-        lk.backward(GH.numpy(), A.numpy(), Hs.numpy(), Cs.numpy(), h0n.numpy(), c0n.numpy(), s.crow_t.numpy(),
-                    s.rows_t.numpy(), vals_t.numpy(), one.numpy(), DG.numpy(), gw_t.numpy(), dh.numpy(),
-                    dc.numpy())
-        gw = None
-        if ctx.needs_input_grad[3]:
-            gw = torch.empty_like(gw_t)
-            gw[s.perm_t] = gw_t
-        return DG.transpose(1, 2), dh.T, dc.T, gw, None
+        lk.backward(GH.numpy(), A.numpy(), Cs.numpy(), TC.numpy(), Hs.numpy(), h0n.numpy(), c0n.numpy(),
+                    XT.numpy(), s_hh.crow_t.numpy(), s_hh.rows_t.numpy(), vh_t.numpy(), s_ih.crow_t.numpy(),
+                    s_ih.rows_t.numpy(), vi_t.numpy(), one.numpy(), dg.numpy(), DX.numpy(), gwh_t.numpy(),
+                    gwi_t.numpy(), gbias.numpy(), dh.numpy(), dc.numpy())
+        grads = []
+        for g_t, s in ((gwi_t, s_ih), (gwh_t, s_hh)):  # Wᵀ order -> CSR order
+            g = torch.empty_like(g_t)
+            g[s.perm_t] = g_t
+            grads.append(g)
+        dx = _swap(DX) if ctx.needs_input_grad[0] else None
+        return dx, _swap(dh), _swap(dc), grads[0], grads[1], gbias, None, None
