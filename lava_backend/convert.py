@@ -27,9 +27,15 @@ and its depth; at a start it resets u, v, b (h, c) and discards the recurrent po
 (which carries the previous sequence's last spikes). Sequences are assigned to lanes
 longest-first to the least-loaded lane.
 
-Lava's own ``LIF`` (``neuron_impl="lava_lif"``) has no per-lane reset and one input port; it
-is used for LIF layers only when each lane holds a single sequence and the layer's bias and
-initial voltage are 0 (then warm-up steps leave it untouched).
+Standard processes: Lava's own ``LIF`` (``lava.proc.lif``, with a Loihi 2 hardware model) has
+no per-lane reset and one input port, so it runs a LIF layer exactly when every lane holds a
+single sequence (each lane's neurons then start from zero: one sequence per run segment) and
+the layer has no bias and starts at v = 0 (v_leak == v_reset; warm-up steps leave it at 0),
+hard reset, no refractory period (fixed point: a current decay du >= 0). ``neuron_impl``
+"auto" (default) uses it for every LIF layer where these hold and this package's ALIF process
+(beta = 0) elsewhere; "lava_lif" requires it (ConversionError otherwise); "alif" never uses it.
+``LavaGraph.info["neurons"]`` names the process each layer got. ALIF (adaptive threshold with
+hard reset) and LSTM layers have no standard process.
 """
 from __future__ import annotations
 
@@ -177,17 +183,36 @@ class LavaGraph:
                                 lanes=self.schedule.lanes)
 
 
+def _lava_lif_problem(lf, ql, one_seq_per_lane: bool, must: bool) -> Optional[str]:
+    """Why Lava's standard LIF cannot run LIF layer ``lf`` exactly (None: it can). With ``must``
+    a reason is raised as ConversionError instead of returned."""
+    if lf.subtract or lf.refractory:
+        why = "reset by subtraction and refractory periods are not in Lava's LIF"
+    elif not one_seq_per_lane:
+        why = "Lava's LIF cannot reset between sequences: it needs one sequence per lane (lanes >= N)"
+    elif (ql.bias_mant != 0 or ql.v_init != 0) if ql is not None else (lf.bias != 0 or lf.v_init != 0):
+        why = "Lava's LIF starts at v = 0 without bias: it needs v_leak == v_reset"
+    elif ql is not None and ql.du < 0:
+        why = "Lava's fixed-point LIF needs a current decay du >= 0"
+    else:
+        return None
+    if must:
+        raise ConversionError(f"layer {lf.name!r}: neuron_impl='lava_lif': {why}")
+    return why
+
+
 def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=None,
             lanes: Optional[int] = None, record_layers: bool = True,
-            workdir: Optional[str] = None, neuron_impl: str = "alif",
+            workdir: Optional[str] = None, neuron_impl: str = "auto",
             fault_step: Optional[int] = None) -> LavaGraph:
     """Build the Lava graph that runs ``spec`` on the sequences x [N, T, F].
 
     precision: "float" (floating_pt models) or "fixed" (bit-accurate fixed_pt models;
     ``quant`` is a QuantizedNetwork, default ``quantize_network(spec, calib_x=x)``).
     lanes: sequences simulated side by side (default min(N, 32)).
-    neuron_impl: "alif" (this package's ALIF process for LIF and ALIF layers, supports
-    back-to-back sequences) or "lava_lif" (Lava's own LIF for LIF layers, see module doc).
+    neuron_impl: "auto" (Lava's standard LIF for LIF layers where it is exact, see module doc),
+    "lava_lif" (require it for every LIF layer) or "alif" (this package's ALIF process for LIF
+    and ALIF layers, supports back-to-back sequences).
     """
     from lava.proc.lif.process import LIF
     from lava.proc.sparse.process import Sparse
@@ -200,8 +225,8 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
 
     if precision not in ("float", "fixed"):
         raise ValueError(f"precision must be 'float' or 'fixed', got {precision!r}")
-    if neuron_impl not in ("alif", "lava_lif"):
-        raise ValueError(f"neuron_impl must be 'alif' or 'lava_lif', got {neuron_impl!r}")
+    if neuron_impl not in ("auto", "alif", "lava_lif"):
+        raise ValueError(f"neuron_impl must be 'auto', 'alif' or 'lava_lif', got {neuron_impl!r}")
     x, lengths = check_input(spec.n_input, x, lengths)
     N, T, F = x.shape
     form: LavaForm = lava_form(spec)
@@ -249,19 +274,12 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
             neu = LSTM(hidden=lf.n, lanes=B, bias=lf.lstm_bias, reset_flags=sched.reset_flags,
                        depth=depth, name=lf.name)
             rec_port = neu.a_rec
-        elif neuron_impl == "lava_lif" and lf.kind == "lif" and not (lf.subtract or lf.refractory):
-            if not one_seq_per_lane:
-                raise ConversionError("neuron_impl='lava_lif' needs one sequence per lane "
-                                      "(lanes >= N): Lava's LIF cannot reset between sequences")
+        elif neuron_impl != "alif" and lf.kind == "lif" and _lava_lif_problem(
+                lf, ql, one_seq_per_lane, must=neuron_impl == "lava_lif") is None:
             if fixed:
-                if ql.bias_mant != 0 or ql.v_init != 0 or ql.du < 0:
-                    raise ConversionError("neuron_impl='lava_lif' needs v_leak == v_reset "
-                                          "and a current decay du >= 0")
                 neu = LIF(shape=(B * lf.n,), du=ql.du, dv=ql.dv, vth=ql.vth, bias_mant=0,
                           bias_exp=0, name=lf.name)
             else:
-                if lf.bias != 0 or lf.v_init != 0:
-                    raise ConversionError("neuron_impl='lava_lif' needs v_leak == v_reset")
                 neu = LIF(shape=(B * lf.n,), du=lf.du, dv=lf.dv, vth=lf.vth, bias_mant=0.0,
                           name=lf.name)
             rec_port = neu.a_in
@@ -324,7 +342,8 @@ def convert(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=
     ro.y_out.connect(sink.a_in)
     procs.update({"readout.w": s_out, "readout": ro, "readout.sink": sink})
     sink_paths["readout"] = path
+    neurons = {name: type(p).__name__ for name, p in procs.items() if name in {lf.name for lf in form.layers}}
     return LavaGraph(precision=precision, schedule=sched, num_steps=num_steps, T=T,
                      processes=procs, sink_paths=sink_paths, layer_kinds=kinds, quant=quant,
                      workdir=workdir, n_repeat=n_repeat,
-                     info={"n_processes": len(procs), "lanes": B, "G": sched.G})
+                     info={"neurons": neurons, "n_processes": len(procs), "lanes": B, "G": sched.G})

@@ -17,7 +17,7 @@ netx reproduces it exactly when both matrices of a layer use weight_exp = -1 (va
 a graded input matrix more coarsely than the default (reported in the quantisation report).
 
 Not expressible, so refused: ALIF and LSTM layers (netx's CUBA neuron is Lava's LIF), a bias or
-initial voltage (v_leak != v_reset). The readout is not part of the file: netx layers emit spikes,
+initial voltage (v_leak != v_reset), reset by subtraction, refractory periods, n_repeat > 1. The readout is not part of the file: netx layers emit spikes,
 and a readout (non-spiking, with an output bias) has no netx block; its weights stay in this
 project's run. netx resets neurons only every ``reset_interval`` steps: run one sequence per
 network run (or give ``reset_interval``).
@@ -69,9 +69,14 @@ def write_netx(q: QuantizedNetwork, path: Path) -> dict:
     """Write the netx HDF5 of ``q``'s LIF layers (atomically); returns a summary dict."""
     import h5py
 
+    if q.form.n_repeat != 1:
+        raise ConversionError(f"n_repeat={q.form.n_repeat}: netx has no repeated-frame input")
     layers = []
     for l, ql in enumerate(q.layers):
         where = f"layer {l} ({ql.name})"
+        if ql.subtract or ql.refractory:
+            raise ConversionError(f"{where}: reset by subtraction / refractory periods are not in netx's CUBA "
+                                  f"neuron (Lava's LIF)")
         if ql.kind != "lif":
             raise ConversionError(f"{where} is {ql.kind!r}: only LIF layers have a netx (CUBA) form")
         if ql.bias_mant != 0 or ql.v_init != 0:

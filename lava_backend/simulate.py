@@ -173,7 +173,7 @@ def _child(graph, outdir):
 
 def simulate(spec: NetworkSpec, x, lengths=None, precision: str = "float", quant=None,
              lanes: Optional[int] = None, record_layers: bool = True, timeout: float = 600.0,
-             isolate: bool = True, neuron_impl: str = "alif", input_bits: int = 8,
+             isolate: bool = True, neuron_impl: str = "auto", input_bits: int = 8,
              input_max: Optional[float] = None, fault_step: Optional[int] = None,
              workdir: Optional[str] = None) -> SimulationResult:
     """Simulate ``spec`` on Lava for the sequences x [N, T, F] (``lengths`` [N], default T).
