@@ -15,6 +15,12 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
+from .errors import UserError
+
+
+class ExportError(UserError, ValueError):
+    """A trained model cannot be described as a NetworkSpec (e.g. bidirectional: not online)."""
+
 
 @dataclass
 class SparseWeights:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .export import ALIFLayerSpec, LIFLayerSpec, LSTMLayerSpec, NetworkSpec, ReadoutSpec, SparseWeights
+from .export import (ALIFLayerSpec, ExportError, LIFLayerSpec, LSTMLayerSpec, NetworkSpec, ReadoutSpec,
+                     SparseWeights)
 from .layers import (Bidirectional, LinearReadout, LIFParameters, LIReadout, SparseALIFRecurrent,
                      SparseLIFRecurrent, SparseLSTM)
 from .layers._common import check_lengths, check_time_major, masked_mean_rate
@@ -354,7 +355,7 @@ class SequenceModel(nn.Module):
         """The framework-neutral description read by the Lava converter (unidirectional models only)."""
         cfg = self.cfg
         if cfg.bidirectional:
-            raise ValueError(
+            raise ExportError(
                 "SequenceModel.to_spec: bidirectional models cannot be converted — the backward layer "
                 "needs the whole sequence before its first output, which cannot run online on Lava/Loihi. "
                 "Train with bidirectional=False to deploy.")

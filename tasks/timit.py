@@ -301,7 +301,8 @@ def load_split(utts: Sequence[Utterance], features: str, root: Path,
         feat = compute_features(audio, features)
         xs.append(feat)
         ys.append(frame_labels_61(segments, len(feat)))
-    unlabelled = [u for u, y in zip(utts, ys) if not (y >= 0).any()]
+    ignored = [phones.PHONES_61.index(p) for p in phones.IGNORED]
+    unlabelled = [u for u, y in zip(utts, ys) if not ((y >= 0) & ~np.isin(y, ignored)).any()]
     if unlabelled:
         names = ", ".join(str(u.wav) for u in unlabelled[:3]) + (" ..." if len(unlabelled) > 3 else "")
         raise TimitDataError(f"{len(unlabelled)} utterance(s) have no labelled frame (audio shorter than one "
