@@ -215,15 +215,15 @@ def feature_cache_truncated(tmp, run):
 
 
 # ----------------------------------------------------------------------------------------- runs and checkpoints
-@case(r"checkpoint.pt is not a readable checkpoint \(")
+@case(r"best.pt is not a readable checkpoint \(")
 def checkpoint_truncated(tmp, run):
     run = _copy(run, tmp)
-    data = (run / "checkpoint.pt").read_bytes()
-    (run / "checkpoint.pt").write_bytes(data[: len(data) // 3])
+    data = (run / "best.pt").read_bytes()  # the weights `sdr evaluate` reads
+    (run / "best.pt").write_bytes(data[: len(data) // 3])
     return ["evaluate", str(run)]
 
 
-@case(r"checkpoint.pt: expected the model described by config.yaml, found .* \(a checkpoint of another model "
+@case(r"best.pt: expected the model described by config.yaml, found .* \(a checkpoint of another model "
       r"kind or size\?\)")
 def checkpoint_of_another_model_size(tmp, run):
     run = _copy(run, tmp)
