@@ -226,7 +226,8 @@ def simulate_run(run_dir: Path, precision: str = "float", engine: str = "emulato
     section = {**scores.report(), **section, "seconds": time.perf_counter() - t0}
 
     out = run_dir / f"lava_eval_{precision}.json"
-    fingerprint = _file_digest(run_dir / "checkpoint.pt")
+    weights = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "checkpoint.pt"
+    fingerprint = _file_digest(weights)                 # the weights load_run used
     report = json.loads(out.read_text()) if out.is_file() else {}
     if report.get("checkpoint") != fingerprint or report.get("calibration") != calibration:
         report = {}                                  # the other engine's numbers are stale

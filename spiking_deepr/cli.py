@@ -4,9 +4,10 @@
     sdr evaluate RUN_DIR [--split test]             evaluate a run's best checkpoint
     sdr sweep [key=value ...]                       accuracy vs connectivity table for several algorithms
     sdr convert RUN_DIR [--profile loihi2]          Loihi resource report (resources.json)
-    sdr simulate RUN_DIR [--precision float|fixed]  run the network in Lava, compare with PyTorch
+    sdr simulate RUN_DIR [--precision float|fixed]  score the network as Lava runs it, compare with PyTorch
     sdr export RUN_DIR --format nir|netx [--out F]  the trained network as a NIR graph / lava-dl netx HDF5
     sdr import-nir FILE [--dt S] [--out DIR]        a NIR LIF graph -> SequenceModel, checked in Lava
+    sdr finetune RUN_DIR [--qat]                    fine-tune (quantisation-aware) into a new run
     sdr demo [key=value ...]                        the whole path on the built-in synthetic corpus
 
 Every command writes machine-readable JSON beside its human-readable output. Bad input (a
@@ -114,6 +115,19 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default="runs/imported", help="directory for model.pt and import.json")
     i.add_argument("--check", type=int, default=4,
                    help="random input sequences to run in Lava against the PyTorch model (0: skip)")
+
+    f = sub.add_parser("finetune", help="more epochs of a trained run on its fixed connectivity; --qat: "
+                       "quantisation-aware (the converter's fixed-point formats), weights snapped onto them")
+    f.add_argument("run_dir")
+    f.add_argument("--qat", action="store_true", help="straight-through fake quantisation with the formats "
+                   "`sdr simulate --precision fixed` uses (8-bit weights, decays, threshold, 8-bit input); "
+                   "writes quantization.json, which `sdr simulate` then uses")
+    f.add_argument("--epochs", type=_positive(int), default=2)
+    f.add_argument("--lr", type=_positive(float), default=None,
+                   help="Adam learning rate (default: a third of the run's)")
+    f.add_argument("--out", default=None, help="the new run directory (default RUN_DIR_qat, or RUN_DIR_ft)")
+    f.add_argument("--calib-samples", type=_positive(int), default=64,
+                   help="training sequences the fixed-point scales are calibrated on")
 
     d = sub.add_parser("demo", help="synthetic corpus -> DEEP R LSNN under the Loihi 2 fan-in cap -> Lava")
     d.add_argument("overrides", nargs="*")
@@ -225,6 +239,15 @@ def _simulate(args) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from .finetune import finetune
+
+    summary = finetune(Path(args.run_dir), args.out and Path(args.out), args.qat, args.epochs, args.lr,
+                       args.calib_samples)
+    _print_summary(summary)
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import demo
 
@@ -254,7 +277,7 @@ def _import_nir(args) -> int:
 
 
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "sweep": _sweep, "convert": _convert,
-             "simulate": _simulate, "demo": _demo,
+             "simulate": _simulate, "finetune": _finetune, "demo": _demo,
              "export": _export, "import-nir": _import_nir}
 
 

@@ -84,6 +84,10 @@ class ModelConfig:
         lstm_budget: ``"joint"`` (one matrix over the four gates) | ``"per_gate"`` (four).
         init_gain: multiplies the default initialisation std (1/sqrt(fan-in) of the dense matrix
             each SparseMatrix replaces).
+    Input quantisation (what a fixed-point chip receives; set by ``sdr finetune --qat``)
+        input_step: None (real input), or round the input to multiples of this step, clipped to
+            ±(2**(input_bits-1) - 1) steps: the graded payloads of the Lava fixed-point graph.
+        input_bits: signed payload width for ``input_step``.
     seed: seeds all matrices, signs and biases.
     """
 
@@ -119,6 +123,8 @@ class ModelConfig:
     excitatory_fraction: float = 0.8
     lstm_budget: str = "joint"
     init_gain: float = 1.0
+    input_step: Optional[float] = None
+    input_bits: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -167,6 +173,10 @@ class ModelConfig:
             bad("dale", "Dale's law applies to spiking layers, not to kind='lstm'")
         if not 0.0 < self.excitatory_fraction <= 1.0:
             bad("excitatory_fraction", "must lie in (0, 1]")
+        if self.input_step is not None and not self.input_step > 0:
+            bad("input_step", "must be > 0 or None")
+        if not 2 <= self.input_bits <= 24:
+            bad("input_bits", "must lie in 2..24")
 
     # resolved values
     def alpha(self) -> float:
@@ -271,7 +281,7 @@ class SequenceModel(nn.Module):
             x = x.repeat_interleave(n, dim=0)
             lengths = None if lengths is None else lengths * n
         rates, stats = [], {}
-        h = x
+        h = x if self.cfg.input_step is None else self.quantize_input(x)
         for l, layer in enumerate(self.layers):
             if isinstance(layer, Bidirectional):
                 h, _ = layer(h, lengths)
@@ -285,6 +295,12 @@ class SequenceModel(nn.Module):
         if n > 1:
             h = h.view(T, n, *h.shape[1:]).mean(dim=1)
         return self.readout(h)
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x rounded to multiples of ``input_step`` (in float64, as the converter does), clipped to
+        ±(2**(input_bits-1) - 1) steps; the same dtype as x."""
+        step, lim = float(self.cfg.input_step), 2 ** (self.cfg.input_bits - 1) - 1
+        return ((x.double() / step).round().clamp(-lim, lim) * step).to(x.dtype)
 
     # ----------------------------------------------------------------------------- parameters
     def _layer_matrices(self, prefix: str, layer: nn.Module) -> Dict[str, SparseMatrix]:

@@ -157,6 +157,7 @@ class SparseMatrix(nn.Module):
         self.theta = nn.Parameter(theta)
         self.register_buffer("sign", self.signs_at(indices))
         self._structure: Optional[CSRStructure] = None
+        self.quantized_values: Optional[torch.Tensor] = None   # [K], see weight_values
 
     # ----------------------------------------------------------------------------- structure
     @property
@@ -182,8 +183,18 @@ class SparseMatrix(nn.Module):
         return position_sign(positions, self.sign_seed).to(positions.device)
 
     def weight_values(self) -> torch.Tensor:
-        """Effective weights of the active entries, w = sign * theta, float [K] (differentiable)."""
-        return self.sign * self.theta
+        """Effective weights of the active entries, w = sign * theta, float [K] (differentiable).
+
+        With ``quantized_values`` set (quantisation-aware training) the forward value is that
+        tensor and the gradient passes straight through to theta (straight-through estimator)."""
+        w = self.sign * self.theta
+        q = self.quantized_values
+        if q is not None:
+            if q.shape != w.shape:
+                raise RuntimeError(f"SparseMatrix: quantized_values has shape {tuple(q.shape)}, "
+                                   f"the active set {tuple(w.shape)} (rewired since it was set?)")
+            w = w + (q.to(w.dtype) - w).detach()
+        return w
 
     def structure(self) -> CSRStructure:
         """CSR (and transposed CSR) index structures of the current active set (cached)."""
