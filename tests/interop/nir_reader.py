@@ -1,9 +1,10 @@
 """An independent NIR reader for the tests: nirtorch 2.6's graph interpreter (``nir_to_torch``, which
 handles recurrent edges since nirtorch PR #48) with Norse 1.1.0's own node importer.
 
-Norse's ``from_nir`` (nirtorch's older ``load``) is not used: its import of recurrent layers is broken
-(norse#412/#427). Norse maps CubaLIF to its LIBoxCell (synapse) + LIFBoxCell (membrane) pair; it has no
-mapping for LI/CubaLI, so those two are built here from the same Norse box cells. Nothing here uses
+Norse's own ``from_nir`` (nirtorch's older ``load``) reads our recurrent CubaLIF graphs correctly with
+nirtorch 2.6 (test_nir checks it), but it has no mapping for LI/CubaLI and silently skips those nodes.
+Norse maps CubaLIF to its LIBoxCell (synapse) + LIFBoxCell (membrane) pair; LI/CubaLI are built here
+from the same Norse box cells. Nothing here uses
 spiking_deepr's code. Runs in float64, one step per call; returns the outputs and each spiking node's
 spikes.
 """

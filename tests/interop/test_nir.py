@@ -51,6 +51,28 @@ def test_nir_round_trip_equals_model(tmp_path, readout, tau_syn_inv, gain):
     np.testing.assert_allclose(y_nir.numpy(), y.transpose(1, 0, 2), rtol=0, atol=TOL)
 
 
+def test_norse_from_nir_reads_the_recurrent_graph():
+    """Norse 1.1.0's own importer (``norse.torch.from_nir``, nirtorch 2.6's ``load``) runs the recurrent
+    CubaLIF graph with a linear readout exactly; it has no LI/CubaLI mapping (and silently skips those
+    nodes), which is why nir_reader adds them."""
+    import norse.torch as norse
+
+    model = _model(readout="linear", hidden=[12])
+    graph = spec_to_nir(model.to_spec())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # nirtorch.load -> nir_to_torch notice
+        module = norse.from_nir(graph, dt=model.cfg.dt).double()
+    x = _inputs()
+    state, ys = None, []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            y, state = module(x[t], state)
+            ys.append(y)
+        ref = model(x)
+    assert float(ref.abs().max()) > 0
+    np.testing.assert_allclose(torch.stack(ys).numpy(), ref.numpy(), rtol=0, atol=TOL)
+
+
 def test_dormant_connections_are_explicit_zeros():
     model = _model(hidden=[12])
     spec = model.to_spec()
