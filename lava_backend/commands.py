@@ -26,9 +26,11 @@ def convert_run(run_dir: Path, profile: str = "loihi2") -> Dict:
 
     from .hardware import describe_capability_violation, map_network
 
-    _, _, model = load_run(run_dir)
+    _, task, model = load_run(run_dir)
     ensure_writable(Path(run_dir))  # before the work whose report could not be saved
-    report = map_network(model.to_spec(), profile)
+    spec = model.to_spec()
+    report = map_network(spec, profile)
+    report["cost_per_inference"] = test_split_cost(model, task, spec, profile, report)
     atomic_write_json(Path(run_dir) / "resources.json", report)
     missing = report["capability_violations"]
     if missing:
@@ -42,8 +44,40 @@ def convert_run(run_dir: Path, profile: str = "loihi2") -> Dict:
         print(f"  violation: layer {v['layer']!r} neuron {v['neuron']}: {v['what']} = {v['value']} > {v['limit']}")
     if len(report["violations"]) > 20:
         print(f"  ... {len(report['violations']) - 20} more in resources.json")
+    cost = report["cost_per_inference"]
+    if cost:
+        print(cost_line(cost))
     print(f"written {Path(run_dir) / 'resources.json'}")
     return report
+
+
+def test_split_cost(model, task, spec, profile, mapping, batch_size: int = 64) -> Optional[Dict]:
+    """Cost per inference (`lava_backend.cost`) from the PyTorch model's activity on the whole
+    test split (None for repeated input frames, which the Lava backend does not run)."""
+    from tasks.base import collate_time_major
+
+    from .cost import CostCounter
+
+    if getattr(spec, "n_repeat", 1) != 1 or len(task.test) == 0:
+        return None
+    counter = CostCounter(spec)
+    for start in range(0, len(task.test), batch_size):
+        batch = collate_time_major([task.test[i] for i in range(start, min(start + batch_size, len(task.test)))])
+        layers, _ = torch_outputs(model, batch.x, batch.lengths)
+        counter.add(network_input(model, batch), batch.lengths.numpy(), layers)
+    return counter.report(profile, mapping)
+
+
+def cost_line(cost: Dict) -> str:
+    """One line: the cost per inference."""
+    ops = cost["synaptic_ops_per_sample"]
+    rate = cost["spikes_per_neuron_per_step"]
+    return (f"cost per inference ({cost['profile']}, {cost['sequences']} test sequences, "
+            f"{cost['steps_per_sample']:.0f} steps): connection sparsity {cost['connection_sparsity']:.3f}, "
+            + (f"{rate:.4f} spikes/neuron/step, " if rate is not None else "")
+            + f"{ops['effective_total']:,.0f} synaptic ops vs {ops['dense_equivalent_macs']:,.0f} dense MACs "
+            f"({cost['ops_fraction_of_dense']:.2%}), ~{cost['energy_per_sample_uj']:.2f} uJ, "
+            f"~{cost['latency_per_sample_us']:.0f} us (estimates)")
 
 
 def torch_outputs(model, x: torch.Tensor, lengths: torch.Tensor) -> Tuple[List[np.ndarray], np.ndarray]:
@@ -83,9 +117,16 @@ def import_lava_runtime() -> None:
 QUANT_FILE = "quantization.json"
 
 
-def calibration_inputs(task, samples: int = 64, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+def network_input(model, batch) -> np.ndarray:
+    """The network's input for a time-major batch as the converted network receives it:
+    [N, T, F] float64 (spike-encoded first if the model has an input encoder)."""
+    return model.encode_input(batch.x).transpose(0, 1).double().numpy()
+
+
+def calibration_inputs(task, samples: int = 64, seed: int = 0, model=None) -> Tuple[np.ndarray, np.ndarray]:
     """x [N, T, F] (float64) and lengths [N] of ``samples`` training sequences drawn with a seeded
-    generator: what fixed-point scales are calibrated on (never the sequences that are scored)."""
+    generator: what fixed-point scales are calibrated on (never the sequences that are scored).
+    With ``model``, x is the network input it makes of them (`network_input`)."""
     from tasks.base import collate_time_major
 
     n = min(int(samples), len(task.train))
@@ -93,10 +134,11 @@ def calibration_inputs(task, samples: int = 64, seed: int = 0) -> Tuple[np.ndarr
         raise ValueError("calibration needs training sequences, but the training split is empty")
     idx = np.sort(np.random.default_rng(seed).choice(len(task.train), size=n, replace=False))
     batch = collate_time_major([task.train[int(i)] for i in idx])
-    return batch.x.transpose(0, 1).double().numpy(), batch.lengths.numpy()
+    x = batch.x.transpose(0, 1).double().numpy() if model is None else network_input(model, batch)
+    return x, batch.lengths.numpy()
 
 
-def run_quantization(run_dir: Path, task, spec, calib_samples: int = 64):
+def run_quantization(run_dir: Path, task, spec, calib_samples: int = 64, model=None):
     """(QuantizedNetwork, how it was made) for a run: the formats saved by ``sdr finetune --qat``
     (``quantization.json``) if present, else scales calibrated on training sequences."""
     from .quantize import QuantFormats, quantize_network
@@ -106,7 +148,7 @@ def run_quantization(run_dir: Path, task, spec, calib_samples: int = 64):
         saved = json.loads(path.read_text())
         formats = QuantFormats.from_dict(saved.get("formats", {}), where=str(path))
         return quantize_network(spec, formats=formats), {"source": str(path), **saved.get("calibration", {})}
-    x, lengths = calibration_inputs(task, calib_samples)
+    x, lengths = calibration_inputs(task, calib_samples, model=model)
     q = quantize_network(spec, calib_x=x, calib_lengths=lengths)
     return q, {"source": "calibrated", "split": "train", "sequences": int(len(lengths)),
                "frames": int(lengths.sum())}
@@ -185,6 +227,7 @@ def simulate_run(run_dir: Path, precision: str = "float", engine: str = "emulato
     from spiking_deepr.train import load_run
     from tasks.base import collate_time_major
 
+    from .cost import CostCounter
     from .emulator import emulate, length_batches
 
     if engine not in ("emulator", "lava"):
@@ -198,32 +241,36 @@ def simulate_run(run_dir: Path, precision: str = "float", engine: str = "emulato
         raise UserError(f"{run_dir}: expected a non-empty test split, found 0 sequences")
     n = len(task.test) if samples is None and engine == "emulator" else min(samples or 8, len(task.test))
     spec = model.to_spec()
-    quant, calibration = (run_quantization(run_dir, task, spec, calib_samples) if precision == "fixed"
+    quant, calibration = (run_quantization(run_dir, task, spec, calib_samples, model) if precision == "fixed"
                           else (None, None))
     scores = _Scores(task, spiking=cfg.model.kind != "lstm", pooling=cfg.train.pooling)
     section: Dict = {}
+    cost = CostCounter(spec)  # activity of the simulated network -> cost per inference
     t0 = time.perf_counter()
     if engine == "emulator":
         lengths = task.test.lengths[:n]
         batches = list(length_batches(lengths, batch_size))
         for idx in _progress(batches, progress, f"emulating {n} test sequences ({precision})"):
             batch = collate_time_major([task.test[int(i)] for i in idx])
-            x, L = batch.x.transpose(0, 1).double().numpy(), batch.lengths.numpy()
-            scores.add(batch, *torch_outputs(model, batch.x, batch.lengths),
-                       emulate(spec, x, L, precision, quant))
+            x, L = network_input(model, batch), batch.lengths.numpy()
+            result = emulate(spec, x, L, precision, quant)
+            scores.add(batch, *torch_outputs(model, batch.x, batch.lengths), result)
+            cost.add(x, L, result.layers)
     else:
         from .simulate import simulate
 
         import_lava_runtime()
         batch = collate_time_major([task.test[i] for i in range(n)])
-        x, L = batch.x.transpose(0, 1).double().numpy(), batch.lengths.numpy()
+        x, L = network_input(model, batch), batch.lengths.numpy()
         result = simulate(spec, x, L, precision=precision, quant=quant, timeout=timeout)
         scores.add(batch, *torch_outputs(model, batch.x, batch.lengths), result)
+        cost.add(x, L, result.layers)
         section.update(equal_to_emulator=_equal(result, emulate(spec, x, L, precision, quant), precision),
                        steps_per_second=float(result.steps_per_second),
                        sequence_steps_per_second=float(result.sequence_steps_per_second),
                        lava_steps=int(result.lava_steps), lanes=int(result.lanes))
-    section = {**scores.report(), **section, "seconds": time.perf_counter() - t0}
+    section = {**scores.report(), **section, "seconds": time.perf_counter() - t0,
+               "cost_per_inference": cost.report(cfg.hardware.profile or "loihi2")}
 
     out = run_dir / f"lava_eval_{precision}.json"
     weights = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "checkpoint.pt"

@@ -127,7 +127,7 @@ def lava_form(spec: NetworkSpec) -> LavaForm:
     if int(n_repeat) != n_repeat or n_repeat < 1:
         raise ConversionError(f"n_repeat must be a whole number >= 1, got {n_repeat!r}")
     layers: List[LavaLayer] = []
-    n_prev, graded = spec.n_input, True
+    n_prev, graded = spec.n_input, not spec.input_spikes
     for li, ls in enumerate(spec.layers):
         where = f"layer {li} ({getattr(ls, 'name', '?')})"
         if isinstance(ls, LSTMLayerSpec):

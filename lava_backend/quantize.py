@@ -329,6 +329,8 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
             input_max = float(np.abs(np.asarray(calib_x)).max())
     if not input_max or input_max <= 0:
         input_max = 1.0
+    if spec.input_spikes and formats is None:  # binary input spikes: payload 1 = one spike
+        input_max, input_bits = 1.0, 2
     x_scale = float(input_max) / (2 ** (input_bits - 1) - 1)
     if formats is not None:
         x_scale = float(formats.input_scale)
@@ -374,7 +376,7 @@ def quantize_network(spec: NetworkSpec, input_max: Optional[float] = None, input
             kind=lf.kind, name=lf.name, n=lf.n, scale=S, du=_du(lf.du), dv=dv, vth=vth,
             bias_mant=bm, bias_exp=be,
             v_init=int(np.clip(round(S * lf.v_init), -UV_LIMIT, UV_LIMIT)), beta=beta,
-            dth=dth, w_in=w_in, w_rec=w_rec, graded_input=(li == 0), warnings=warnings,
+            dth=dth, w_in=w_in, w_rec=w_rec, graded_input=(li == 0 and not spec.input_spikes), warnings=warnings,
             subtract=lf.subtract, refractory=lf.refractory,
             # v_sub = vth (v_reset = 0) subtracts exactly the quantised threshold
             v_sub=int(np.clip((vth << 6) + round(S * (lf.v_sub - lf.vth)), 0, UV_LIMIT))))

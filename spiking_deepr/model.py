@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .encoding import ENCODINGS, delta_encode, encoded_features
 from .export import (ALIFLayerSpec, ExportError, LIFLayerSpec, LSTMLayerSpec, NetworkSpec, ReadoutSpec,
                      SparseWeights)
 from .layers import (Bidirectional, LinearReadout, LIFParameters, LIReadout, SparseALIFRecurrent,
@@ -67,6 +68,12 @@ class ModelConfig:
             frame; spiking layers run T·n steps); the readout runs once per frame on the last
             layer's output averaged over the frame's n steps, so logits, labels and lengths stay
             per frame (as the authors' ``outputs_ds``). Rates in ``spike_statistics`` are per step.
+    Input
+        input_encoding: ``"none"`` (real-valued input, graded spikes on chip) | ``"delta"`` (send-on-delta
+            ON/OFF spikes, 2 channels per feature, computed inside the model so training sees exactly
+            the spikes a chip receives; what Loihi 1, which has binary spikes only, needs; see
+            `spiking_deepr.encoding`).
+        input_threshold: the delta encoder's threshold θ (in feature units; features are normalised).
     Readout
         readout: ``"li"`` (Norse leaky integrator, output v + bias) | ``"linear"``.
         readout_tau_syn_inv, readout_tau_mem_inv: LI time constants; None: the neurons' values.
@@ -109,6 +116,8 @@ class ModelConfig:
     reset: str = "value"
     refractory: int = 0
     n_repeat: int = 1
+    input_encoding: str = "none"
+    input_threshold: float = 0.5
     readout: str = "li"
     readout_tau_syn_inv: Optional[float] = None
     readout_tau_mem_inv: Optional[float] = None
@@ -167,6 +176,10 @@ class ModelConfig:
                 bad(name, "must lie in (0, 1]")
         if self.fan_in_cap is not None and self.fan_in_cap <= 0:
             bad("fan_in_cap", "must be positive or None")
+        if self.input_encoding not in ENCODINGS:
+            bad("input_encoding", f"must be one of {ENCODINGS}")
+        if not self.input_threshold > 0:
+            bad("input_threshold", "must be > 0")
         if self.lstm_budget not in BUDGETS:
             bad("lstm_budget", f"must be one of {BUDGETS}")
         if self.dale and self.kind == "lstm":
@@ -208,7 +221,7 @@ class SequenceModel(nn.Module):
         gen = torch.Generator().manual_seed(cfg.seed + 99991)
         self.layers = nn.ModuleList()
         self._signs: List[Optional[torch.Tensor]] = []
-        n_in, in_sign = self.n_features, None
+        n_in, in_sign = encoded_features(self.n_features, cfg.input_encoding), None
         for l, h in enumerate(cfg.hidden):
             seed = cfg.seed * 1000 + 10 * l
             if cfg.bidirectional:
@@ -276,6 +289,7 @@ class SequenceModel(nn.Module):
         check_time_major(x, self.n_features, "SequenceModel")
         T = x.shape[0]
         lengths = check_lengths(lengths, T, x.shape[1], "SequenceModel")
+        x = self.encode_input(x)
         n = int(self.cfg.n_repeat)
         if n > 1:
             x = x.repeat_interleave(n, dim=0)
@@ -301,6 +315,13 @@ class SequenceModel(nn.Module):
         ±(2**(input_bits-1) - 1) steps; the same dtype as x."""
         step, lim = float(self.cfg.input_step), 2 ** (self.cfg.input_bits - 1) - 1
         return ((x.double() / step).round().clamp(-lim, lim) * step).to(x.dtype)
+
+    def encode_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's input as its first layer receives it: x [T, B, n_features] itself, or its
+        spike encoding [T, B, 2 n_features] (``input_encoding="delta"``)."""
+        if self.cfg.input_encoding == "delta":
+            return delta_encode(x, self.cfg.input_threshold)
+        return x
 
     # ----------------------------------------------------------------------------- parameters
     def _layer_matrices(self, prefix: str, layer: nn.Module) -> Dict[str, SparseMatrix]:
@@ -407,8 +428,9 @@ class SequenceModel(nn.Module):
                                   tau_mem_inv=float(ro.tau_mem_inv), v_leak=float(ro.v_leak))
         else:
             readout = ReadoutSpec("linear", weights, bias)
-        return NetworkSpec(n_input=self.n_features, dt=cfg.dt, layers=layers, readout=readout,
-                           n_classes=self.n_classes, n_repeat=int(cfg.n_repeat))
+        return NetworkSpec(n_input=encoded_features(self.n_features, cfg.input_encoding), dt=cfg.dt,
+                           layers=layers, readout=readout, n_classes=self.n_classes,
+                           n_repeat=int(cfg.n_repeat), input_spikes=cfg.input_encoding != "none")
 
 
 def _weights(m: SparseMatrix) -> SparseWeights:

@@ -117,3 +117,30 @@ def test_convert_an_lstm_run_reports_lstm_is_not_neuromorphic(tmp_path, capsys):
     assert {"layer": "layer0", "capability": "neuron_model", "needs": "lstm", "has": ["lif", "alif"]} \
         in report["capability_violations"]
     assert report["layers"][0]["neurons"] == 8
+
+
+@pytest.mark.slow
+def test_loihi1_compatible_config_converts_and_runs_on_binary_input_spikes(tmp_path):
+    run = tmp_path / "loihi1"
+    assert sdr(["train", "task=smoke", "task.size=tiny", "model=lif", "model.hidden=[20]",
+                "model.input_encoding=delta", "train.epochs=1", "train.max_batches_per_epoch=2",
+                "train.progress=false", "hardware=loihi1", f"run.dir={run}"]) == 0
+    assert sdr(["convert", str(run), "--profile", "loihi1"]) == 0
+    report = json.loads((run / "resources.json").read_text())
+    assert report["fits"] and report["capability_violations"] == []
+    assert not [r for r in report["requirements"] if r["capability"] == "graded_spikes"]
+    cost = report["cost_per_inference"]
+    assert cost["synaptic_ops_per_sample"]["effective_macs"] == 0     # binary input: accumulates only
+    assert 0 < cost["ops_fraction_of_dense"] < 1 and cost["energy_per_sample_uj"] > 0
+    # Lava runs the spike-encoded input (binary Sparse) exactly as PyTorch and the emulator
+    for precision in ("float", "fixed"):
+        assert sdr(["simulate", str(run), "--precision", precision, "--engine", "lava", "--samples", "3"]) == 0
+        lava = json.loads((run / f"lava_eval_{precision}.json").read_text())["lava"]
+        assert lava["equal_to_emulator"] is True
+        assert "cost_per_inference" in lava
+    assert lava_float_parity(run)
+
+
+def lava_float_parity(run):
+    lava = json.loads((run / "lava_eval_float.json").read_text())["lava"]
+    return lava["spike_agreement"] == 1.0 and lava["prediction_agreement"] == 1.0
