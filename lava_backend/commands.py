@@ -53,12 +53,12 @@ def convert_run(run_dir: Path, profile: str = "loihi2") -> Dict:
 
 def test_split_cost(model, task, spec, profile, mapping, batch_size: int = 64) -> Optional[Dict]:
     """Cost per inference (`lava_backend.cost`) from the PyTorch model's activity on the whole
-    test split (None for repeated input frames, which the Lava backend does not run)."""
+    test split."""
     from tasks.base import collate_time_major
 
     from .cost import CostCounter
 
-    if getattr(spec, "n_repeat", 1) != 1 or len(task.test) == 0:
+    if len(task.test) == 0:
         return None
     counter = CostCounter(spec)
     for start in range(0, len(task.test), batch_size):

@@ -57,17 +57,24 @@ class CostCounter:
         self.spikes = np.zeros(len(spec.layers))        # nonzero outputs per layer
 
     def add(self, x: np.ndarray, lengths: np.ndarray, layers: Sequence[np.ndarray]) -> None:
-        """x [N, T, F] network input, lengths [N], layers: per layer output [N, T, n]."""
+        """x [N, T, F] network input, lengths [N], layers: per layer output [N, T * n_repeat, n]
+        (with ``n_repeat`` > 1 every frame is presented n_repeat steps: its input counts n_repeat
+        times, and steps are simulation steps)."""
+        r = int(getattr(self.spec, "n_repeat", 1))
         lengths = np.asarray(lengths)
-        valid = np.arange(x.shape[1])[None, :] < lengths[:, None]            # [N, T]
-        active = [(np.asarray(a) != 0) & valid[..., None] for a in [x, *layers]]
-        counts = [a.sum(axis=(0, 1)).astype(np.float64) for a in active]       # per presynaptic unit
+
+        def counts(a, reps):  # nonzero values per presynaptic unit within each sequence's length
+            a = np.asarray(a)
+            valid = np.arange(a.shape[1])[None, :] < (lengths * reps)[:, None]
+            return ((a != 0) & valid[..., None]).sum(axis=(0, 1)).astype(np.float64)
+
+        per_unit = [counts(x, 1) * r] + [counts(a, r) for a in layers]
         for i, (_, _, driver) in enumerate(self.mats):
-            self.ops[i] += float(counts[driver + 1] @ self.fan_out[i])
+            self.ops[i] += float(per_unit[driver + 1] @ self.fan_out[i])
         for l in range(len(layers)):
-            self.spikes[l] += counts[l + 1].sum()
+            self.spikes[l] += per_unit[l + 1].sum()
         self.sequences += len(lengths)
-        self.steps += int(lengths.sum())
+        self.steps += int(lengths.sum()) * r
 
     def report(self, profile="loihi2", mapping: Optional[dict] = None) -> Dict:
         """Cost per inference (per sequence) on ``profile``; ``mapping``: its `map_network` report
