@@ -54,7 +54,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def strict_json(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, ±inf) replaced by None, so it serialises as strict JSON."""
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by None, so it serialises as strict JSON
+    (numpy arrays and scalars become lists and Python numbers)."""
+    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
