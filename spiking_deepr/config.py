@@ -15,10 +15,12 @@ ranges and choices, naming the field, what was expected and what was found.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -169,6 +171,9 @@ def load_config(overrides: Sequence[str] = (), base: Optional[DictConfig] = None
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
             key, value = item.split("=", 1)
+            if (key == "preset" or key in GROUPS) and not re.fullmatch(r"\w[\w.-]*", value):
+                raise ConfigError(f"{key}: expected a name from {CONF_DIR if key == 'preset' else CONF_DIR / key}, "
+                                  f"found {value!r}")
             if key == "preset":
                 cfg = OmegaConf.merge(cfg, _read_yaml(CONF_DIR / f"{value}.yaml", "preset"))
             elif key == "hardware":
@@ -178,11 +183,12 @@ def load_config(overrides: Sequence[str] = (), base: Optional[DictConfig] = None
             else:
                 plain.append(item)
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(plain))
-    except OmegaConfBaseException as err:
+        OmegaConf.resolve(cfg)  # a broken ${interpolation} fails here, naming its key
+        validate(cfg)
+    except (OmegaConfBaseException, yaml.YAMLError) as err:  # YAMLError: e.g. control characters in a value
         key = getattr(err, "full_key", None)
-        message = str(err).split("\n")[0]
+        message = str(err).strip().split("\n")[0]
         raise ConfigError(f"invalid configuration{f' at {key}' if key else ''}: {message}") from None
-    validate(cfg)
     return cfg
 
 

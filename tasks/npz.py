@@ -39,7 +39,7 @@ def _err(file: Path, field: str, expected: str, found: object) -> NpzFormatError
     return NpzFormatError(f"{file}: field {field!r}: expected {expected}, found {found}")
 
 
-ZIP_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+ZIP_MAGICS, NPY_MAGIC = (b"PK\x03\x04", b"PK\x05\x06"), b"\x93NUMPY"  # a zip with entries / an empty one
 
 
 def read_npz(file: Path, what: str = "an npz archive (np.savez)") -> dict[str, np.ndarray]:
@@ -50,7 +50,7 @@ def read_npz(file: Path, what: str = "an npz archive (np.savez)") -> dict[str, n
     if head.startswith(NPY_MAGIC):
         raise NpzFormatError(f"{file}: expected {what}, found a single .npy array (np.save); "
                              f"save the fields with np.savez(path, x=..., y=...)")
-    if not head.startswith(ZIP_MAGIC):
+    if not head.startswith(ZIP_MAGICS):
         raise NpzFormatError(f"{file}: expected {what}, found {'an empty file' if not head else f'bytes {head!r}'}")
     try:
         with np.load(file, allow_pickle=False) as z:
