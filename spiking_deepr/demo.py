@@ -30,7 +30,7 @@ def demo(overrides: List[str] = ()) -> dict:
         print(f"[demo] training an LSNN with DEEP R under the {cfg.hardware.profile} fan-in cap -> {run_dir}")
         summary = train(cfg)
 
-    from lava_backend.commands import convert_run, simulate_run
+    from lava_backend.commands import convert_run, cost_line, simulate_run
 
     print("[demo] mapping onto", cfg.hardware.profile)
     resources = convert_run(run_dir, cfg.hardware.profile)
@@ -48,6 +48,8 @@ def demo(overrides: List[str] = ()) -> dict:
         "max_fan_in": max(l["max_fan_in"] for l in summary["layers"]),
         "profile": resources["profile"], "fits": resources["fits"], "cores": resources["cores"],
         "lava_float": lava_float, "lava_fixed": lava_fixed,
+        # fixed-point activity on the whole test split (emulator), per-op figures of the profile
+        "cost_per_inference": lava_fixed["emulator"]["cost_per_inference"],
     }
     atomic_write_json(run_dir / "report.json", report)
     print()
@@ -65,6 +67,7 @@ def demo(overrides: List[str] = ()) -> dict:
               f"{e['prediction_agreement']:.1%}, spikes equal {e['spike_agreement']:.2%}")
         print(f"        Lava on {v['sequences']} utterances: equal to the emulator: {v['equal_to_emulator']}; "
               f"{v['steps_per_second']:.0f} steps/s")
+    print("  " + cost_line(report["cost_per_inference"]))
     print(f"  report: {run_dir / 'report.json'}")
     print("=" * 72)
     return report
