@@ -22,6 +22,11 @@ rows); only the recurrent product runs per step. On the CPU (``fused=True``, the
 default) the time loop and its backward pass run in the fused kernels of
 :mod:`spiking_deepr.layers.lstm_recurrence` (equal to :func:`lstm_step` to rounding); ``fused=False``
 and GPU tensors loop over :func:`lstm_step` with autograd.
+
+Dense matrices (every entry active: ``rewiring.algorithm=dense``): with ``fused=True`` the layer runs
+torch's own fused LSTM (``torch.nn.LSTM``'s kernel, cuDNN on a GPU) on the dense views of the
+matrices, so a dense reference costs what ``torch.nn.LSTM`` costs; the SparseMatrix objects stay the
+trained parameters (checkpoints and export unchanged).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 
-from ..sparse import SparseMatrix, sparse_linear
+from ..sparse import SparseMatrix, dense_weight, is_full, sparse_linear
 from ..sparse.matrix import csr_structures
 from ._common import build_matrix, check_time_major
 from .lstm_recurrence import JointMatrix, lstm_recurrence
@@ -139,6 +144,15 @@ class SparseLSTM(nn.Module):
         positions = torch.cat([m.indices + g * H * n_in for g, m in enumerate(mats)])
         return JointMatrix(values, csr_structures(positions, 4 * H, n_in))
 
+    def _dense_forward(self, x: torch.Tensor, state: LSTMState):
+        """torch's fused LSTM on the dense weights (one bias: torch's bias_hh is zero)."""
+        w_ih = torch.cat([dense_weight(m) for m in self.w_ih])
+        w_hh = torch.cat([dense_weight(m) for m in self.w_hh])
+        params = [w_ih, w_hh] + ([self.bias, torch.zeros_like(self.bias)] if self.bias is not None else [])
+        h, hn, cn = torch._VF.lstm(x, (state.h[None], state.c[None]), params, self.bias is not None, 1, 0.0,
+                                   self.training, False, False)
+        return h, LSTMState(hn[0], cn[0])
+
     def initial_state(self, batch_size: int, like: Optional[torch.Tensor] = None) -> LSTMState:
         like = self.w_ih[0].theta if like is None else like
         zeros = torch.zeros(batch_size, self.hidden_size, dtype=like.dtype, device=like.device)
@@ -149,6 +163,8 @@ class SparseLSTM(nn.Module):
         check_time_major(x, self.input_size, "SparseLSTM")
         T, B, _ = x.shape
         state = self.initial_state(B, x) if state is None else state
+        if self.fused and T > 0 and all(is_full(m) for m in (*self.w_ih, *self.w_hh)):
+            return self._dense_forward(x, state)
         if self.fused and T > 0 and fused_available(x):
             h, c = lstm_recurrence(x, state.h, state.c, self._joint(self.w_ih), self._joint(self.w_hh), self.bias)
             return h, LSTMState(h[-1], c)

@@ -13,6 +13,11 @@ Backends: ``"numba"`` (CPU kernels in `_numba_kernels`, default on CPU) and ``"t
 CSR matmul and `torch.sparse.sampled_addmm`, used on GPUs and as a reference). Both are tested to
 agree with a dense masked product.
 
+Full matrices: when every admissible entry is active (``rewiring.algorithm=dense``, the start of
+magnitude pruning), the ``"auto"`` backend multiplies by the dense weight (`dense_weight`, a view
+of the values or one scatter) with torch's dense GEMM: a dense reference costs what a dense model
+costs. Gradients still reach ``theta`` (equal to the sparse kernels' to rounding, tested).
+
 Event-driven path (numba): when at most ``EVENT_DENSITY`` of the input entries are nonzero — the
 spikes of a spiking layer — the forward product and the weight gradient loop over the nonzero
 inputs only (work ∝ spikes × fan-out instead of rows × K). The input gradient δ W has a dense δ and
@@ -26,6 +31,7 @@ from typing import Optional
 import torch
 
 from .matrix import CSRStructure, SparseMatrix
+from .sampling import count_admissible
 
 BACKENDS = ("auto", "numba", "torch")
 _NO_PERM = torch.empty(0, dtype=torch.int64)
@@ -33,18 +39,37 @@ EVENT_DENSITY = 0.2  # nonzero fraction of x below which the numba backend goes 
 
 
 def sparse_linear(x: torch.Tensor, matrix: SparseMatrix, backend: str = "auto") -> torch.Tensor:
-    """y = x Wᵀ for x [..., n_in] -> [..., n_out], differentiable w.r.t. x and ``matrix.theta``."""
+    """y = x Wᵀ for x [..., n_in] -> [..., n_out], differentiable w.r.t. x and ``matrix.theta``.
+
+    ``backend="auto"`` uses a dense GEMM for a full matrix (see module docstring)."""
     if x.shape[-1] != matrix.n_in:
         raise ValueError(
             f"sparse_linear: input has {x.shape[-1]} features in its last dimension, "
             f"the matrix expects n_in={matrix.n_in} (input shape {tuple(x.shape)})"
         )
+    if backend == "auto" and is_full(matrix):
+        return torch.nn.functional.linear(x, dense_weight(matrix))
     lead = x.shape[:-1]
     y = SparseLinearFunction.apply(
         x.reshape(-1, matrix.n_in), matrix.weight_values(), matrix.structure(), matrix.n_out,
         _resolve(backend, x),
     )
     return y.reshape(*lead, matrix.n_out)
+
+
+def is_full(matrix: SparseMatrix) -> bool:
+    """Every admissible entry of ``matrix`` is active (a dense matrix stored as a SparseMatrix)."""
+    return matrix.nnz == count_admissible(matrix.n_out, matrix.n_in, matrix.exclude_diagonal)
+
+
+def dense_weight(matrix: SparseMatrix) -> torch.Tensor:
+    """W [n_out, n_in] as a dense tensor, differentiable w.r.t. ``matrix.theta``: a view of the values
+    when every position is active (sorted positions are row-major order), else one scatter."""
+    values = matrix.weight_values()
+    n = matrix.n_out * matrix.n_in
+    if values.numel() == n:
+        return values.view(matrix.n_out, matrix.n_in)
+    return values.new_zeros(n).index_put((matrix.indices,), values).view(matrix.n_out, matrix.n_in)
 
 
 def _resolve(backend: str, x: torch.Tensor) -> str:

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from spiking_deepr.layers import LSTMState, SparseLSTM
+from spiking_deepr.layers.lstm_recurrence import lstm_recurrence
+from spiking_deepr.sparse import sparse_linear
 
 
 def _pair(budget, dtype, conn=0.3, F=5, H=7, seed=2):
@@ -53,8 +55,9 @@ def test_fused_equals_step_functions(budget, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_equals_torch_lstm_at_full_connectivity(dtype):
-    """100 % connectivity with a nonzero initial state: outputs, final state and every gradient
-    equal torch.nn.LSTM's."""
+    """The fused sparse kernels at 100 % connectivity with a nonzero initial state: outputs, final
+    state and every gradient equal torch.nn.LSTM's. (The layer itself runs torch's LSTM on full
+    matrices, see below, so the fused function is called directly.)"""
     F, H, T, B = 6, 8, 19, 3
     layer = SparseLSTM(F, H, init_std=0.7, seed=5).to(dtype)
     ref = torch.nn.LSTM(F, H).to(dtype)
@@ -70,8 +73,8 @@ def test_fused_equals_torch_lstm_at_full_connectivity(dtype):
     w_out = torch.randn(T, B, H, generator=gen, dtype=dtype)
     xs = [x.clone().requires_grad_() for _ in range(2)]
     s0s = [[h0.clone().requires_grad_(), c0.clone().requires_grad_()] for _ in range(2)]
-    h, s = layer(xs[0], LSTMState(*s0s[0]))
-    assert h.grad_fn.name() == "_LSTMRecurrenceBackward"
+    h, c = lstm_recurrence(xs[0], *s0s[0], layer._joint(layer.w_ih), layer._joint(layer.w_hh), layer.bias)
+    s = LSTMState(h[-1], c)
     h_ref, (hn, cn) = ref(xs[1], (s0s[1][0][None], s0s[1][1][None]))
     for a, b in ((h, h_ref), (s.h, hn[0]), (s.c, cn[0])):
         _close(a, b, dtype)
@@ -107,3 +110,60 @@ def test_truncated_bptt_chunks_and_edge_cases():
     assert tiny.w_hh[0].nnz == 1
     xt = torch.randn(5, 3, 3, dtype=torch.float64)
     torch.testing.assert_close(tiny(xt)[0], tiny_steps(xt)[0], atol=1e-12, rtol=0)
+
+
+def _graph_nodes(t):
+    """Names of every autograd node t depends on."""
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(node.name())
+        todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def _sparse_kernel_lstm(layer, x, s0):
+    """The LSTM equations with every product through the numba sparse kernels (the dense path
+    before the dispatch)."""
+    def product(v, mats):
+        return torch.cat([sparse_linear(v, m, backend="numba") for m in mats], -1)
+
+    gx = product(x, layer.w_ih) + layer.bias
+    h, c = s0
+    outs = []
+    for t in range(x.shape[0]):
+        i, f, g, o = (gx[t] + product(h, layer.w_hh)).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs), LSTMState(h, c)
+
+
+@pytest.mark.parametrize("budget", ["joint", "per_gate"])
+def test_dense_matrices_run_torch_lstm_with_equal_results(budget):
+    """At 100 % connectivity (rewiring.algorithm=dense) the layer runs torch's LSTM on the dense views
+    of its SparseMatrix objects — no sparse kernel in the graph — with the same outputs and
+    input/state/bias/theta gradients as the sparse kernels."""
+    dtype = torch.float64
+    layer = SparseLSTM(5, 7, budget=budget, init_std=0.8, seed=2).to(dtype)
+    gen = torch.Generator().manual_seed(4)
+    T, B = 11, 3
+    x = torch.randn(T, B, 5, generator=gen, dtype=dtype).requires_grad_()
+    s0 = LSTMState(*(torch.randn(B, 7, generator=gen, dtype=dtype).requires_grad_() for _ in "hc"))
+    w_out = torch.randn(T, B, 7, generator=gen, dtype=dtype)
+    w_state = [torch.randn(B, 7, generator=gen, dtype=dtype) for _ in "hc"]
+    leaves = [x, layer.bias, *s0] + [m.theta for m in (*layer.w_ih, *layer.w_hh)]
+    results = []
+    for run in (layer, lambda x, s0: _sparse_kernel_lstm(layer, x, s0)):
+        h, s = run(x, s0)
+        results.append((h, s, _graph_nodes(h)))
+        loss = (h * w_out).sum() + (s.h * w_state[0]).sum() + (s.c * w_state[1]).sum()
+        results[-1] += (torch.autograd.grad(loss, leaves),)
+    (h, s, nodes, g), (h_ref, s_ref, nodes_ref, g_ref) = results
+    assert not any("SparseLinear" in n or "LSTMRecurrence" in n for n in nodes), nodes
+    assert any("SparseLinear" in n for n in nodes_ref)
+    for a, b in zip((h, *s, *g), (h_ref, *s_ref, *g_ref)):
+        _close(a, b, dtype)
