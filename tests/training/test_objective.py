@@ -1,0 +1,70 @@
+"""Sequence pooling, the sequence-level loss, the lr schedule and early stopping, on hand-computed cases."""
+import math
+
+import pytest
+import torch
+
+from spiking_deepr.pooling import pool_logits
+from spiking_deepr.schedule import lr_factor
+from spiking_deepr.stopping import EarlyStopping
+from spiking_deepr.train import batch_loss
+from tasks.base import Batch
+
+
+def _logits():
+    # T = 3 steps, B = 2 sequences (lengths 2 and 3), C = 2 classes; step 2 of sequence 0 is padding
+    return torch.tensor([[[1.0, 0.0], [0.0, 3.0]],
+                         [[3.0, 2.0], [1.0, 1.0]],
+                         [[99.0, -99.0], [2.0, -4.0]]])
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("mean", [[2.0, 1.0], [1.0, 0.0]]),
+    ("last", [[3.0, 2.0], [2.0, -4.0]]),
+    ("max", [[3.0, 2.0], [2.0, 3.0]]),
+])
+def test_pooling_over_valid_frames_only(how, expected):
+    pooled = pool_logits(_logits(), torch.tensor([2, 3]), how)
+    assert torch.equal(pooled, torch.tensor(expected))
+
+
+def test_sequence_loss_is_cross_entropy_of_pooled_logits():
+    class SeqTask:
+        sequence_task = True
+
+    logits = _logits().requires_grad_()
+    lengths, labels = torch.tensor([2, 3]), torch.tensor([1, 0])
+    y = torch.tensor([[1, 0], [1, 0], [-1, 0]])
+    batch = Batch(torch.zeros(3, 2, 1), y, lengths, labels)
+    loss, counts = batch_loss(logits, batch, SeqTask(), None, "mean", sequence_loss=True)
+    # by hand: mean logits [2, 1] (label 1) and [1, 0] (label 0)
+    expected = (math.log(1 + math.e) + math.log(1 + math.exp(-1))) / 2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    assert (counts.seq_correct, counts.seqs, counts.loss_n) == (1, 2, 2)
+    assert (counts.correct, counts.frames) == (2, 5)  # frame hits: none in sequence 0, steps 1 and 2 of sequence 1
+    loss.backward()
+    assert logits.grad[2, 0].abs().sum() == 0  # padding gets no gradient
+
+
+def test_lr_schedule_warmup_then_cosine():
+    total = 100  # 10 warm-up steps
+    assert lr_factor(0, total, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, total, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, total, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, total, "cosine", 0.1) == pytest.approx(0.5)  # halfway through the decay
+    assert lr_factor(100, total, "cosine", 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(4, total, "constant", 0.1) == pytest.approx(0.5) and lr_factor(50, total, "constant", 0.1) == 1.0
+    assert lr_factor(0, total, "cosine", 0.0) == 1.0
+
+
+def test_early_stopping_patience_min_delta_and_loss_tie_break():
+    s = EarlyStopping(patience=2, min_delta=0.01)
+    assert s.update(1, 0.50, 1.0)
+    assert not s.update(2, 0.505, 1.1)  # within min_delta and a higher loss: no improvement
+    assert s.update(3, 0.50, 0.9)       # tie on the metric, lower loss: new best
+    assert not s.update(4, 0.40, 0.5) and not s.should_stop
+    assert not s.update(5, 0.49, 0.5) and s.should_stop
+    assert s.best_epoch == 3
+    restored = EarlyStopping(patience=2)
+    restored.load_state_dict(s.state_dict())
+    assert restored.state_dict() == s.state_dict()
