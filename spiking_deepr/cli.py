@@ -39,7 +39,16 @@ def _parser() -> argparse.ArgumentParser:
                    "(same as SDR_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a model; writes a run directory")
+    t = sub.add_parser("train", help="train a model; writes a run directory",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="Training length and selection (see spiking_deepr/config.py):\n"
+                              "  train.epochs=N train.max_steps=N   the budget (epochs / optimizer steps)\n"
+                              "  train.patience=N train.min_delta=X early stopping on the validation metric\n"
+                              "                                     (sequence accuracy for sequence tasks)\n"
+                              "  optim.schedule=cosine|constant optim.warmup_fraction=X   lr schedule\n"
+                              "  train.pooling=mean|last|max train.sequence_loss=BOOL     sequence tasks\n"
+                              "  task.normalize=BOOL                standardise npz inputs (training stats)\n"
+                              "The best validation epoch is kept in best.pt; the test split is scored once, with it.")
     t.add_argument("overrides", nargs="*", help="key=value config overrides (preset=, task=, model=, hardware= select YAML)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
 
