@@ -102,6 +102,8 @@ class TrainConfig:
     pooling: how a sequence task's frame logits become one sequence score, for the sequence loss and
         every sequence accuracy (training, ``sdr evaluate``, ``sdr simulate``): ``mean`` over valid
         frames, ``last`` valid frame, or ``max`` (see :mod:`spiking_deepr.pooling`).
+    length_pool: form each batch of sequences of similar length within pools of this many batches of the
+        shuffled order (less padding computed; null: plain shuffled batches); see ``train.epoch_batches``.
     firing_rate_target / firing_rate_weight: LSNN regulariser weight * mean((rate - target)^2), rate in
         spikes per step (0 weight disables it).
     threads: torch and numba threads (None: leave the defaults).
@@ -115,6 +117,7 @@ class TrainConfig:
     sequence_loss: bool = True
     pooling: str = "mean"
     batch_size: int = 32
+    length_pool: Optional[int] = 8
     eval_batch_size: int = 64
     seed: int = 0
     firing_rate_target: float = 0.02
@@ -228,6 +231,7 @@ def validate(cfg: DictConfig) -> None:
     _require(t.min_delta >= 0, "train.min_delta", ">= 0", t.min_delta)
     _require(t.pooling in POOLINGS, "train.pooling", f"one of {POOLINGS}", t.pooling)
     _require(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
+    _require(t.length_pool is None or t.length_pool >= 1, "train.length_pool", ">= 1 or null", t.length_pool)
     _require(t.eval_batch_size >= 1, "train.eval_batch_size", ">= 1", t.eval_batch_size)
     _require(t.firing_rate_weight >= 0, "train.firing_rate_weight", ">= 0", t.firing_rate_weight)
     _require(t.threads is None or t.threads >= 1, "train.threads", ">= 1 or null", t.threads)

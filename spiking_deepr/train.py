@@ -229,7 +229,10 @@ def evaluate(model: SequenceModel, task: Task, split: str, batch_size: int, prog
     """Mean loss, frame accuracy (folded for scoring) and, for sequence tasks, sequence accuracy of the
     logits pooled with ``pooling``; the loss is the training loss (:func:`batch_loss`)."""
     dataset = getattr(task, split)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_time_major)
+    lengths = dataset.lengths
+    by_length = sorted(range(len(dataset)), key=lambda i: int(lengths[i]))  # less padding to compute
+    loader = DataLoader(dataset, batch_sampler=[by_length[i:i + batch_size] for i in range(0, len(dataset), batch_size)],
+                        collate_fn=collate_time_major)
     fold = None if task.eval_fold is None else torch.as_tensor(task.eval_fold, dtype=torch.long)
     model.eval()
     total = Counts()
@@ -489,13 +492,31 @@ class Budget:
         return lr_factor(step, self.steps, self.schedule, self.warmup_fraction)
 
 
+def epoch_batches(lengths, batch_size: int, length_pool: Optional[int], gen: torch.Generator) -> List[List[int]]:
+    """One epoch's batches of training indices from the seeded generator ``gen``.
+
+    Without ``length_pool``: consecutive slices of a random permutation. With it: the permutation is cut
+    into pools of ``length_pool * batch_size`` sequences, each pool is sorted by length and sliced into
+    batches, and the batches are shuffled — batches hold sequences of similar length, so less padding is
+    computed (PLAID, lengths 100-1,344: 1.33x the valid frames instead of 2.16x at batch 32, pools of 8),
+    while every epoch still mixes different sequences into a batch."""
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    if not length_pool:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    pool = length_pool * batch_size
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: int(lengths[i]))
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
 def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budget: Budget, fold,
                  dist: Distributed):
     """One pass over the training set (cut short where the step budget ends) -> (stats, step after it)."""
     t = cfg.train
     gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)  # the epoch's data order, resumable
-    order = torch.randperm(len(task.train), generator=gen).tolist()
-    batches = [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+    batches = epoch_batches(task.train.lengths, t.batch_size, t.length_pool, gen)
     batches = batches[: min(budget.per_epoch, budget.steps - step)]
     model.train()
     total, rewired = Counts(), 0

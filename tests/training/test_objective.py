@@ -7,7 +7,7 @@ import torch
 from spiking_deepr.pooling import pool_logits
 from spiking_deepr.schedule import lr_factor
 from spiking_deepr.stopping import EarlyStopping
-from spiking_deepr.train import batch_loss
+from spiking_deepr.train import batch_loss, epoch_batches
 from tasks.base import Batch
 
 
@@ -68,3 +68,21 @@ def test_early_stopping_patience_min_delta_and_loss_tie_break():
     restored = EarlyStopping(patience=2)
     restored.load_state_dict(s.state_dict())
     assert restored.state_dict() == s.state_dict()
+
+
+def test_length_pooled_batches_cover_the_epoch_with_less_padding():
+    lengths = torch.randint(1, 500, (203,), generator=torch.Generator().manual_seed(1)).numpy()
+    plain = epoch_batches(lengths, 8, None, torch.Generator().manual_seed(5))
+    pooled = epoch_batches(lengths, 8, 4, torch.Generator().manual_seed(5))
+    assert pooled == epoch_batches(lengths, 8, 4, torch.Generator().manual_seed(5))  # seeded: resumable
+    for batches in (plain, pooled):
+        assert sorted(i for b in batches for i in b) == list(range(203)) and max(map(len, batches)) == 8
+
+    def padded(batches):
+        return sum(max(lengths[b]) * len(b) for b in batches)
+
+    assert padded(pooled) < 0.8 * padded(plain)
+    # each pool of 4 batches (32 sequences of the permutation) was sorted by length before slicing
+    order = torch.randperm(203, generator=torch.Generator().manual_seed(5)).tolist()
+    pools = [set(order[i:i + 32]) for i in range(0, 203, 32)]
+    assert all(any(set(b) <= p for p in pools) for b in pooled)
