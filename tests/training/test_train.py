@@ -102,6 +102,11 @@ class GuardedTestSplit(torch.utils.data.Dataset):
         assert self.ready(), "test split read during training"
         return len(self.inner)
 
+    @property
+    def lengths(self):
+        assert self.ready(), "test split read during training"
+        return self.inner.lengths
+
     def __getitem__(self, i):
         assert self.ready(), "test split read during training"
         self.passes += i == 0
