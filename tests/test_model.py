@@ -260,3 +260,15 @@ def test_n_repeat_hand_computed(reset, refractory, expected):
     assert model.to_spec().n_repeat == 2 and model.to_spec().layers[0].reset == reset
     with pytest.raises(ValueError, match="n_repeat"):
         ModelConfig(n_repeat=0)
+
+
+def test_eprop_preset_builds_and_runs():
+    """conf/timit_lsnn_eprop.yaml (the authors' framewise TIMIT LSNN) loads and its model runs."""
+    from spiking_deepr.config import load_config
+    from spiking_deepr.train import model_config_for
+
+    cfg = load_config(["preset=timit_lsnn_eprop"])
+    m = cfg.model
+    assert (m.reset, m.refractory, m.surrogate, m.n_repeat, m.n_alif, m.v_th) == ("subtract", 1, "lsnn", 5, 100, 0.01)
+    model = SequenceModel(model_config_for(cfg), 39, 61)
+    assert model(torch.rand(4, 2, 39), torch.tensor([4, 3])).shape == (4, 2, 61)
