@@ -19,7 +19,7 @@ LOIHI2 = Path(__file__).resolve().parents[2] / "conf" / "hardware" / "loihi2.yam
 def small_cores(**kw):
     """Loihi 2's accounting with tiny cores: 16 neurons and 12 input axons each."""
     prof = yaml.safe_load(LOIHI2.read_text())
-    prof.update(name="small_cores", neurons_per_core=16, input_axons_per_core=12, **kw)
+    prof.update(dict(name="small_cores", neurons_per_core=16, input_axons_per_core=12), **kw)
     return prof
 
 
@@ -94,3 +94,17 @@ def test_budget_that_cannot_fit_is_named():
     model = SequenceModel(ModelConfig(kind="lif", hidden=[30], connectivity=0.9), n_features=9, n_classes=4)
     with pytest.raises(ConfigError, match="layer0: only .* connections fit its 2 core"):
         constrain_model_to_cores(model, small_cores(), 3)
+
+
+def test_admit_takes_preferred_candidates_within_all_rules():
+    m = SparseMatrix(4, 4, nnz=2, exclude_diagonal=True, fan_in_cap=2, seed=0)
+    m.set_active(torch.tensor([1, 2]), torch.ones(2))          # row 0 holds (0,1), (0,2): at its cap
+    order = torch.tensor([3, 5, 6, 6, 2, 9, 7, 8])             # (0,3) capped, (1,1) diagonal, dup, taken
+    assert m.admit(order, 3).tolist() == [6, 7, 9]
+    # a placement rule sees the candidates in the same order, after the other rules
+    limits = load_profile(small_cores(neurons_per_core=4, input_axons_per_core=2)).core_limits()
+    budget = CoreBudget("p", 4, 1, limits)
+    budget.members = [m]
+    m.placement = budget
+    # sources 1 and 2 hold the core's two input axons: only candidates from them are admitted
+    assert m.admit(order, 3).tolist() == [6, 9]
