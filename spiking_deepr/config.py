@@ -93,9 +93,10 @@ class TrainConfig:
     epochs: the budget in epochs (passes over the training set).
     max_steps: the budget in optimizer steps (null: ``epochs`` alone). Training ends when either is
         spent, or earlier by early stopping; the lr schedule spans the budget.
-    patience: stop after this many epochs in a row without a new best validation metric (null: never).
-        The metric is the validation sequence accuracy for sequence tasks, else frame accuracy; ties
-        are broken by the validation loss (see :mod:`spiking_deepr.stopping`).
+    patience: stop after this many epochs in a row in which neither the validation metric reached a new
+        best nor the validation loss a new low (null: never). The metric (sequence accuracy for sequence
+        tasks, else frame accuracy; ties broken by the loss) picks the best epoch; see
+        :mod:`spiking_deepr.stopping`.
     min_delta: a new best must beat the best metric by more than this (or tie it with a lower loss).
     sequence_loss: for sequence tasks (one label per sequence), cross entropy on the pooled logits; false:
         cross entropy on every valid frame with the sequence's label.

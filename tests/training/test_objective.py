@@ -60,10 +60,11 @@ def test_lr_schedule_warmup_then_cosine():
 def test_early_stopping_patience_min_delta_and_loss_tie_break():
     s = EarlyStopping(patience=2, min_delta=0.01)
     assert s.update(1, 0.50, 1.0)
-    assert not s.update(2, 0.505, 1.1)  # within min_delta and a higher loss: no improvement
+    assert not s.update(2, 0.505, 1.1) and s.bad_epochs == 1  # within min_delta, higher loss: no progress
     assert s.update(3, 0.50, 0.9)       # tie on the metric, lower loss: new best
-    assert not s.update(4, 0.40, 0.5) and not s.should_stop
-    assert not s.update(5, 0.49, 0.5) and s.should_stop
+    assert not s.update(4, 0.40, 0.5) and s.bad_epochs == 0  # not the best, but the loss fell: patience resets
+    assert not s.update(5, 0.49, 0.6) and not s.should_stop
+    assert not s.update(6, 0.45, 0.5) and s.should_stop  # 0.5 equals the lowest loss: no progress
     assert s.best_epoch == 3
     restored = EarlyStopping(patience=2)
     restored.load_state_dict(s.state_dict())

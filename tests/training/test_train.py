@@ -53,7 +53,8 @@ def test_run_directory_contents(tmp_path):
 
 
 class ScriptedValid:
-    """Replaces the validation metric (frame accuracy) of successive validation passes by ``script``;
+    """Replaces the validation metric (frame accuracy) of successive validation passes by ``script``
+    (and the validation loss by a constant);
     the weights a run trains are independent of what validation reports, so everything else is real."""
 
     def __init__(self, monkeypatch, script):
@@ -62,8 +63,8 @@ class ScriptedValid:
 
         def fake(cfg, model, task, split, progress=False):
             result = real(cfg, model, task, split, progress)
-            if split == "valid":
-                result["frame_accuracy"] = self.script[self.calls]
+            if split == "valid":  # a constant loss: patience counts the scripted metric alone
+                result["frame_accuracy"], result["loss"] = self.script[self.calls], 1.0
                 self.calls += 1
             return result
 
