@@ -106,6 +106,7 @@ def write_netx(q: QuantizedNetwork, path: Path) -> dict:
             f.attrs["exported_by"] = "spiking_deepr"
             f.attrs["input_bits"] = q.input_bits
             f.attrs["input_scale"] = q.input_scale
+            f.attrs["input_spikes"] = bool(getattr(q.spec, "input_spikes", False))  # then input_message_bits=0
 
     atomic_write_file(Path(path), write)
     return {"layers": [{"n": ql.n, "type": "dense" if w_rec is None else "dense_rec",

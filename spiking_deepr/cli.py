@@ -108,8 +108,10 @@ def _parser() -> argparse.ArgumentParser:
                     "        exponent per layer), quantised as `sdr simulate --precision fixed` with every weight\n"
                     "        exponent at -1 (what netx can hold exactly). LIF layers only; the readout is not\n"
                     "        included. Run one sequence per network run (netx resets only every reset_interval).\n"
-                    "Writes FILE, FILE.json (what was written, quantisation report) and, with --drop-adaptation,\n"
-                    "FILE.adaptation.json (test frame accuracy with and without adaptation).")
+                    "Writes FILE, FILE.json (what was written; netx: quantisation report and the fixed-point\n"
+                    "test frame accuracy with the netx weights vs the default quantisation) and, with\n"
+                    "--drop-adaptation, FILE.adaptation.json (test frame accuracy with and without\n"
+                    "adaptation).")
     x.add_argument("run_dir")
     x.add_argument("--format", default="nir", choices=["nir", "netx"], help="exchange format (default nir)")
     x.add_argument("--out", help="output file (default RUN_DIR/network.nir or RUN_DIR/network.netx.h5)")

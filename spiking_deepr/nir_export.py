@@ -135,6 +135,8 @@ def spec_to_nir(spec: NetworkSpec, *, source: str = "") -> "nir.NIRGraph":
     metadata = {"dt": float(spec.dt), "exported_by": "spiking_deepr",
                 "weights": "dense; dormant connections are explicit zeros",
                 "discretisation": "forward Euler with unit spikes (I += dt/tau_syn*(-I + w_in*s))"}
+    if getattr(spec, "input_spikes", False):
+        metadata["input"] = "binary spikes: the model's input encoder (e.g. send-on-delta) is not part of the graph"
     if source:
         metadata["source"] = source
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)

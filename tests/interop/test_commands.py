@@ -51,5 +51,7 @@ def test_export_netx_command(lsnn_run, tmp_path, capsys):
         assert sdr(["export", str(lsnn_run), "--format", "netx", "--drop-adaptation", "--out", str(out)]) == 0
     report = json.loads((tmp_path / "net.netx.h5.json").read_text())
     assert report["layers"] == [{"n": 16, "type": "dense_rec", "stored_weights": 16 * (9 + 16)}]
+    assert set(report["test_frame_accuracy_fixed_point"]) == {"netx", "default"}
+    assert all(0 <= a <= 1 for a in report["test_frame_accuracy_fixed_point"].values())
     with h5py.File(out, "r") as f:
         assert f["layer/1/weight_rec"].shape == (16, 16) and f["layer/1/neuron/type"][()] == b"CUBA"
