@@ -53,7 +53,7 @@ REQUIRED_FIELDS = {
     "synapse_group_header_bits": int, "synapse_word_bits": int, "synapse_delay_bits": int,
     "synapse_tag_bits": int, "synapse_index_bits": int,
     # capabilities
-    "graded_spike_bits": int, "neuron_models": list, "sequence_reset": str,
+    "graded_spike_bits": int, "neuron_models": list, "programmable_neurons": bool, "sequence_reset": str,
     "max_synaptic_delay": int, "state_bits": int,
     # per-operation energy (pJ) and time (ns), for the cost-per-inference estimate
     "energy_per_synop_pj": float, "energy_per_neuron_update_pj": float,
@@ -113,6 +113,7 @@ class HardwareProfile:
     synapse_index_bits: int
     graded_spike_bits: int
     neuron_models: tuple
+    programmable_neurons: bool
     sequence_reset: str
     max_synaptic_delay: int
     state_bits: int
@@ -188,6 +189,9 @@ def load_profile(profile: Union[str, dict, HardwareProfile]) -> HardwareProfile:
                 raise ProfileError(f"hardware profile {src}: field {k!r} must be a "
                                    f"non-negative number, got {v!r}")
             v = float(v)
+        elif typ is bool:
+            if not isinstance(v, bool):
+                raise ProfileError(f"hardware profile {src}: field {k!r} must be true or false, got {v!r}")
         elif typ is list:
             if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
                 raise ProfileError(f"hardware profile {src}: field {k!r} must be a list of "
@@ -259,7 +263,8 @@ def network_requirements(spec: NetworkSpec) -> List[dict]:
     """What running ``spec`` as the converter builds it needs from a chip, per layer.
 
     Each entry is ``{"layer", "capability", "needs"}`` with capability one of ``neuron_model``
-    (needs: "lif" | "alif" | "lstm"), ``graded_spikes`` (needs: payload bits of the layer's
+    (needs: "lif" | "alif" | "lstm"), ``programmable_neurons`` (neuron variants a fixed-function
+    compartment cannot do: reset by subtraction, a refractory period holding v), ``graded_spikes`` (needs: payload bits of the layer's
     input: the network input unless it is spike-encoded, LSTM outputs), ``weight_bits``,
     ``state_bits``, ``synaptic_delay`` (steps beyond the one every hop adds) and
     ``reset_between_sequences`` (every stateful population starts each sequence from rest).
@@ -274,6 +279,12 @@ def network_requirements(spec: NetworkSpec) -> List[dict]:
         else:
             model = "lif"
         req.append({"layer": ls.name, "capability": "neuron_model", "needs": model})
+        variants = [text for on, text in (
+            (getattr(ls, "reset", "value") == "subtract", "reset by subtraction"),
+            (getattr(ls, "refractory", 0) > 0, "a refractory period that holds v")) if on]
+        if variants:
+            req.append({"layer": ls.name, "capability": "programmable_neurons",
+                        "needs": " and ".join(variants)})
         if graded_bits:
             req.append({"layer": ls.name, "capability": "graded_spikes", "needs": graded_bits})
         graded_bits = LSTM_OUTPUT_BITS if model == "lstm" else 0
@@ -294,7 +305,8 @@ def check_capabilities(spec: NetworkSpec, profile) -> List[dict]:
     p = load_profile(profile)
     has = {"neuron_model": list(p.neuron_models), "graded_spikes": p.graded_spike_bits,
            "weight_bits": p.weight_bits, "state_bits": p.state_bits,
-           "synaptic_delay": p.max_synaptic_delay, "reset_between_sequences": p.sequence_reset}
+           "synaptic_delay": p.max_synaptic_delay, "reset_between_sequences": p.sequence_reset,
+           "programmable_neurons": p.programmable_neurons}
     missing = []
     for r in network_requirements(spec):
         cap, need = r["capability"], r["needs"]
@@ -302,6 +314,8 @@ def check_capabilities(spec: NetworkSpec, profile) -> List[dict]:
             ok = need in p.neuron_models
         elif cap == "reset_between_sequences":
             ok = True  # "host" is enough: one sequence per run, state cleared in between
+        elif cap == "programmable_neurons":
+            ok = p.programmable_neurons
         else:
             ok = has[cap] >= need
         if not ok:
@@ -315,6 +329,8 @@ def describe_capability_violation(v: dict, profile_name: str) -> str:
     cap, need, has = v["capability"], v["needs"], v["has"]
     if cap == "neuron_model":
         text = f"needs {need.upper()} neurons; {profile_name} has {', '.join(m.upper() for m in has)}"
+    elif cap == "programmable_neurons":
+        text = f"needs {need}; {profile_name}'s neurons are fixed-function (hard reset to 0)"
     elif cap == "graded_spikes":
         text = (f"receives {need}-bit graded values; {profile_name} "
                 + ("has binary spikes only" if has == 0 else f"carries {has}-bit graded spikes"))

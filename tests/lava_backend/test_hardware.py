@@ -9,7 +9,7 @@ BASE = dict(name="tiny", neurons_per_core=2, synapse_bits_per_core=1000,
             input_axons_per_core=16, output_axons_per_core=16, cores_per_chip=8,
             weight_bits=8, max_fan_in=5, synapse_group_size=64, synapse_group_header_bits=10,
             synapse_word_bits=64, synapse_delay_bits=0, synapse_tag_bits=0,
-            synapse_index_bits=0, graded_spike_bits=24, neuron_models=["lif", "alif"],
+            synapse_index_bits=0, graded_spike_bits=24, neuron_models=["lif", "alif"], programmable_neurons=True,
             sequence_reset="on_chip", max_synaptic_delay=62, state_bits=24,
             energy_per_synop_pj=23.6, energy_per_neuron_update_pj=52.0, energy_per_spike_pj=1.7,
             time_per_synop_ns=3.5, time_per_neuron_update_ns=5.3)
@@ -127,6 +127,11 @@ def test_capability_refusals_per_profile():
     # an ALIF layer whose beta is all 0 needs only LIF neurons
     plain = lsnn_spec(kinds=("alif",), n_adapt=0)
     assert ("alif0", "neuron_model", "alif", ("lif",)) not in _missing(plain, "loihi1")
+    # neuron variants need programmable neurons
+    sub = replace(lif, layers=[replace(lif.layers[0], reset="subtract", refractory=2)], input_spikes=True)
+    assert _missing(sub, "loihi2") == []
+    assert _missing(sub, "loihi1") == [("lif0", "programmable_neurons",
+                                        "reset by subtraction and a refractory period that holds v", False)]
     # bit widths of a (hypothetical) smaller chip
     small = dict(BASE, weight_bits=6, state_bits=16)
     assert _missing(lsnn, small) == [(None, "state_bits", 24, 16), (None, "weight_bits", 8, 6)]
