@@ -96,6 +96,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from spiking_deepr.checkpoint import dumps_strict  # noqa: E402
+
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
 from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
@@ -431,7 +433,7 @@ def _child(graph, outdir, profile):
         timing["children_cpu_seconds"] = (r1.children_user + r1.children_system
                                           - r0.children_user - r0.children_system)
         with open(os.path.join(outdir, "timing.json"), "w") as f:
-            json.dump(timing, f)
+            f.write(dumps_strict(timing))
         os._exit(0)
     except BaseException:  # noqa: BLE001
         with open(os.path.join(outdir, "error.txt"), "w") as f:
@@ -497,10 +499,10 @@ def _install_model_timers(graph, outdir):
                 acc[2] += 1
                 if self.time_step == last:
                     with open(os.path.join(outdir, f"model_{os.getpid()}.json"), "w") as f:
-                        json.dump({"model": type(self).__name__,
-                                   "process": self.proc_params.get("name", type(self).__name__),
-                                   "wall": acc[0], "cpu": acc[1], "calls": acc[2],
-                                   "worker_cpu": time.process_time()}, f)
+                        f.write(dumps_strict({"model": type(self).__name__,
+                                              "process": self.proc_params.get("name", type(self).__name__),
+                                              "wall": acc[0], "cpu": acc[1], "calls": acc[2],
+                                              "worker_cpu": time.process_time()}))
 
         cls.run_spk = run_spk
 
@@ -759,7 +761,7 @@ def main(argv=None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+        f.write(dumps_strict(report, indent=2))
     print()
     print(markdown(rows))
     if args.profile:

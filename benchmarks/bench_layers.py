@@ -38,6 +38,7 @@ from norse.torch.functional.lif import LIFParameters  # noqa: E402
 
 from spiking_deepr.layers import SparseLIFRecurrent, SparseLSTM  # noqa: E402
 from spiking_deepr.rewiring import DeepR  # noqa: E402
+from spiking_deepr.checkpoint import dumps_strict  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_layers.json"
 
@@ -169,7 +170,7 @@ def main(argv=None):
                 cpu_count=__import__("os").cpu_count(),
                 machine=platform.processor() or platform.machine(), quick=args.quick, repeat=args.repeat)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(meta=meta, results=rows), indent=2))
+    args.out.write_text(dumps_strict(dict(meta=meta, results=rows), indent=2))
     print(f"\n{meta}\n")
     print("| layer | config | threads | baseline | sparse step (s) | dense step (s) | speed-up | "
           "speed-up (CPU time) |")

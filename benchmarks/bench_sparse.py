@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from spiking_deepr.checkpoint import dumps_strict
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -129,7 +131,7 @@ def main() -> None:
     rows = args.batch * args.steps
     if args.case:
         impl, n, p = args.case
-        print(json.dumps(run_case(impl, int(n), float(p), rows, args.repeats, args.rate)))
+        print(dumps_strict(run_case(impl, int(n), float(p), rows, args.repeats, args.rate)))
         return
 
     results = []
@@ -154,7 +156,7 @@ def main() -> None:
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    Path(args.out).write_text(dumps_strict(report, indent=2))
     print(markdown_table(results))
     print(f"\nJSON: {args.out}")
 

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spiking_deepr.checkpoint import dumps_strict
+
 RECIPE = ["preset=demo", "model.hidden=[1024]", "model.n_alif=256", "rewiring.connectivity=0.115",
           "train.epochs=3", "train.threads=1", "train.progress=false", "hardware=loihi2"]
 MODES = {"unconstrained": [], "core_aware": ["hardware.max_cores=2"]}
@@ -69,8 +71,8 @@ def main() -> None:
         result[mode] = {"mean_test_frame_accuracy": sum(acc) / len(acc), "min": min(acc), "max": max(acc),
                         "cores": [result["runs"][f"{mode}_s{s}"]["cores"] for s in args.seeds]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({m: result[m] for m in MODES}, indent=2))
+    Path(args.out).write_text(dumps_strict(result, indent=2) + "\n")
+    print(dumps_strict({m: result[m] for m in MODES}, indent=2))
     print(f"written {args.out}")
 
 

@@ -22,6 +22,7 @@ from typing import Optional
 
 
 from spiking_deepr.errors import UserError
+from spiking_deepr.checkpoint import dumps_strict
 from spiking_deepr.export import NetworkSpec
 
 from lava_backend.params import SimulationResult, check_input
@@ -163,7 +164,7 @@ def _child(graph, outdir):
     try:
         timing = run_graph(graph)  # the parent enforces the timeout
         with open(os.path.join(outdir, "timing.json"), "w") as f:
-            json.dump(timing, f)
+            f.write(dumps_strict(timing))
         os._exit(0)
     except BaseException:  # noqa: BLE001  (report everything to the parent)
         with open(os.path.join(outdir, "error.txt"), "w") as f:

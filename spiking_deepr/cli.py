@@ -18,7 +18,6 @@ their traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -206,7 +205,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def _evaluate(args) -> int:
-    from .checkpoint import atomic_write_json
+    from .checkpoint import atomic_write_json, dumps_strict
     from .rundir import ensure_writable
     from .train import evaluate_run, load_run
 
@@ -215,7 +214,7 @@ def _evaluate(args) -> int:
     result = {"split": args.split, "weights": args.weights, **evaluate_run(cfg, model, task, args.split)}
     out = Path(args.run_dir) / f"eval_{args.split}.json"
     atomic_write_json(out, result)
-    print(json.dumps(result, indent=2))
+    print(dumps_strict(result, indent=2))
     print(f"written {out}")
     return 0
 
@@ -279,10 +278,11 @@ def _export(args) -> int:
 
 
 def _import_nir(args) -> int:
+    from .checkpoint import dumps_strict
     from .interop import import_nir
 
     report = import_nir(Path(args.file), args.dt, Path(args.out), args.check)
-    print(json.dumps(report, indent=2))
+    print(dumps_strict(report, indent=2))
     print(f"written {Path(args.out) / 'import.json'}")
     return 0
 

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import fft as sfft
 
 from spiking_deepr.errors import UserFileExistsError
+from spiking_deepr.checkpoint import dumps_strict
 from tasks import phones
 from tasks.base import Task, TaskConfig
 from tasks.sphere import write_sphere
@@ -452,11 +453,11 @@ def generate_corpus(root: str | Path, size: str = "small", seed: int = 0) -> Pat
             files += _write_speaker(tmp, part, f"DR{k % 8 + 1}", spk, sentences, urng)
             k += 1
     with open(tmp / "SPEAKERS.json", "w") as fh:
-        json.dump({"dev": [s.name for s in parts["dev"][1]], "test": [s.name for s in parts["test"][1]]}, fh,
-                  indent=1)
+        fh.write(dumps_strict({"dev": [s.name for s in parts["dev"][1]], "test": [s.name for s in parts["test"][1]]},
+                              indent=1))
     with open(tmp / MANIFEST, "w") as fh:
-        json.dump({**manifest, "speakers": {r: [asdict(s) for s in spk] for r, (_, spk) in parts.items()},
-                   "files": files}, fh, indent=1)
+        fh.write(dumps_strict({**manifest, "speakers": {r: [asdict(s) for s in spk] for r, (_, spk) in parts.items()},
+                               "files": files}, indent=1))
     if root.exists():
         if _is_complete(root, manifest):  # another process finished first
             shutil.rmtree(tmp)
