@@ -29,6 +29,8 @@ OPTIONS = {
     "surrogate=lsnn": ["model.surrogate=lsnn"],
     "n_repeat=2": ["model.n_repeat=2"],
     "all four": ["model.reset=subtract", "model.refractory=1", "model.surrogate=lsnn", "model.n_repeat=2"],
+    # control for n_repeat=2: the same decay per frame (time constants halved) without repetition
+    "time constants / 2": ["model.tau_mem_inv=100.0", "model.tau_syn_inv=400.0", "model.tau_adapt_inv=10.0"],
 }
 
 DATASETS = {

@@ -53,6 +53,18 @@ def _wrap(u):
     return np.where(u > _LIM, u - 2 * _LIM, np.where(u <= -_LIM, u + 2 * _LIM, u))
 
 
+def refractory_step(s, v, v_prev, r, steps):
+    """Refractory period, in place on v and the counter r (float or integer arrays alike): neurons
+    with r > 0 do not spike and keep v_prev, their r counts down; neurons that spike get r = steps.
+    Returns the spikes."""
+    ref = r > 0
+    s = s & ~ref
+    v[ref] = v_prev[ref]
+    r[ref] -= 1
+    r[s] = steps
+    return s
+
+
 def _int_spmm(csr_int, s):
     """W [n_out, n_in] (int64 CSR) @ s [N, n_in] -> [N, n_out] int64."""
     return np.asarray(csr_int @ s.T).T.astype(np.int64)
@@ -96,11 +108,7 @@ def emulate_fixed(q, x, lengths=None) -> SimulationResult:
             b = np.minimum(_decay(b, ql.dth) + ql.beta * z, _LIM - 1)
             s = v > vth + b
             if ql.refractory:
-                ref = r > 0
-                s &= ~ref
-                v[ref] = v_prev[ref]
-                r[ref] -= 1
-                r[s] = ql.refractory
+                s = refractory_step(s, v, v_prev, r, ql.refractory)
             if ql.subtract:
                 v[s] -= ql.v_sub
             else:

@@ -25,6 +25,7 @@ import numpy as np
 from spiking_deepr.export import NetworkSpec
 
 from lava_backend.emulator import emulate_fixed as reference_fixed  # noqa: F401 (re-export)
+from lava_backend.emulator import refractory_step
 from lava_backend.params import SimulationResult, check_input, lava_form
 
 
@@ -94,7 +95,7 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
                     b = L.rho * b + (1 - L.rho) * z
                     s = v > L.vth + L.beta * b
                     if L.refractory:
-                        s = _refractory(s, v, v_prev, r, L.refractory)
+                        s = refractory_step(s, v, v_prev, r, L.refractory)
                     if L.subtract:
                         v[s] -= L.v_sub
                     else:
@@ -125,7 +126,7 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
                     b = L.rho * b + (1 - L.rho) * z
                     s = v_new > v_th + beta * b
                     if L.refractory:
-                        s = _refractory(s, v_new, v, r, L.refractory)
+                        s = refractory_step(s, v_new, v, r, L.refractory)
                     v = np.where(s, v_new - v_th if L.subtract else v_reset, v_new)
                     z = s.astype(np.float64)
                     out[:, t] = s
@@ -181,17 +182,6 @@ def reference_float(spec: NetworkSpec, x, lengths=None, form: str = "lava",
         stats["layers"] = lstats
         stats["readout"] = rst
     return SimulationResult(layers=outs, readout=y, lengths=lengths)
-
-
-def _refractory(s, v, v_prev, r, steps):
-    """Refractory period (in place on v and the counter r): neurons with r > 0 do not spike and
-    keep v_prev, their r counts down; neurons that spike get r = steps. Returns the spikes."""
-    ref = r > 0
-    s = s & ~ref
-    v[ref] = v_prev[ref]
-    r[ref] -= 1
-    r[s] = steps
-    return s
 
 
 def _unscaled(w):

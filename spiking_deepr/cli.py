@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                               "  optim.schedule=cosine|constant optim.warmup_fraction=X   lr schedule\n"
                               "  train.pooling=mean|last|max train.sequence_loss=BOOL     sequence tasks\n"
                               "  task.normalize=BOOL                standardise npz inputs (training stats)\n"
-                              "The best validation epoch is kept in best.pt; the test split is scored once, with it.")
+                              "The best validation epoch is kept in best.pt; the test split is scored once, with it.\n"
+                              "LSNN recipe neuron options (docs/lsnn_recipe.md; preset=timit_lsnn_eprop):\n"
+                              "  model.reset=value|subtract model.refractory=STEPS model.surrogate=lsnn\n"
+                              "  model.n_repeat=N                   each input frame presented N steps")
     t.add_argument("overrides", nargs="*", help="key=value config overrides (preset=, task=, model=, hardware= select YAML)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
 
