@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from ..sparse.matrix import SparseMatrix
-from .deepr import MatrixGroups, MatrixOptimizer, adam_direction
+from .exact_k import MatrixGroups, MatrixOptimizer, adam_direction
 
 
 def soft_deepr_theta_min(temperature: float, l1: float, connectivity: float) -> float:
