@@ -35,37 +35,78 @@ from .schedule import SCHEDULES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("task", "model")
-ALGORITHMS = ("deepr", "soft_deepr", "fixed", "dense", "magnitude_pruning")
+ALGORITHMS = ("deepr", "soft_deepr", "set", "rigl", "fixed", "dense", "magnitude_pruning")
 
 
 @dataclass
 class RewiringConfig:
-    """How the sparse matrices are trained.
+    """How the sparse matrices are trained. Every algorithm runs from ``rewiring.algorithm=NAME`` alone:
+    settings left at ``null`` take that algorithm's default (:data:`ALGORITHM_DEFAULTS`, resolved by
+    :func:`rewiring_settings` and recorded in summary.json).
 
     algorithm: ``deepr`` (hard budget, the library's method), ``soft_deepr`` (budget on average),
-        ``fixed`` (random sparse, never rewired), ``dense`` (every entry active, no rewiring) or
-        ``magnitude_pruning`` (Han et al. 2015: start dense, prune the smallest |w| to the budget).
-    connectivity: fraction of admissible entries active in every rewired matrix (the budget K);
-        the model's per-matrix overrides (e.g. a denser readout) still apply.
-    temperature: DEEP R temperature T (noise std sqrt(2 lr T) per step).
-    l1: L1 coefficient alpha.
+        ``set`` (SET: prune smallest |w|, regrow at random), ``rigl`` (RigL: prune smallest |w|, regrow
+        at the largest dense gradient), ``fixed`` (random sparse, never rewired), ``dense`` (every entry
+        active, no rewiring) or ``magnitude_pruning`` (Han et al. 2015: start dense, prune the
+        smallest |w| to the budget).
+    connectivity: fraction of admissible entries active in every rewired matrix (the budget K).
+        Readout policy (one for presets and ``model=`` configs alike): the readout is a dense weight
+        trained by Adam, outside the budget, unless ``model.readout_connectivity`` is set — then it is
+        a sparse matrix at that connectivity, rewired with the others and counted in the budget.
+    temperature: DEEP R / soft-DEEP R temperature T (noise std sqrt(2 lr T) per step).
+    l1: L1 coefficient alpha (soft-DEEP R: its initial value, see ``connectivity_control``).
     global_budget: one K over all matrices instead of one per matrix (each matrix still respects its
-        fan-in cap). Defaults follow the authors' LSNN recipe (Adam, alpha = 1e-2, T = 0, global
-        budget): on the synthetic corpus at 1 % this beat per-matrix budgets by ~4 points, because
-        connections migrate to the matrices where they help most.
+        fan-in cap). DEEP R's default follows the authors' LSNN recipe (Adam, alpha = 1e-2, T = 0,
+        global budget): on the synthetic corpus at 1 % this beat per-matrix budgets by ~4 points,
+        because connections migrate to the matrices where they help most. SET and RigL default to
+        per-matrix budgets, as in their papers.
     adam: use Adam directions (DeepRAdam; SoftDeepR(adam=True)) instead of plain gradient steps.
+    drop_fraction, update_every, decay_end: SET / RigL topology updates — replace ``drop_fraction`` of
+        each matrix's connections every ``update_every`` optimizer steps, the fraction decaying to 0
+        (cosine) at ``decay_end`` x the planned optimizer steps.
+    connectivity_control: soft-DEEP R only — adapt alpha and theta_min during training so the measured
+        connectivity tracks ``connectivity`` (see :class:`spiking_deepr.rewiring.SoftDeepR`).
     prune_start_epoch, prune_end_epoch: magnitude pruning ramps the budget from dense to
-        ``connectivity`` between these epochs (cubic schedule of Zhu & Gupta 2017), then fine-tunes.
+        ``connectivity`` between these epochs (0-based, inclusive; cubic schedule of Zhu & Gupta 2017),
+        then fine-tunes; ``prune_end_epoch`` null: the middle of the run (``train.epochs // 2 - 1``),
+        so the second half trains at the target.
     """
 
     algorithm: str = "deepr"
     connectivity: float = 0.1
-    temperature: float = 0.0
-    l1: float = 1e-2
-    global_budget: bool = True
+    temperature: Optional[float] = None
+    l1: Optional[float] = None
+    global_budget: Optional[bool] = None
     adam: bool = True
+    drop_fraction: float = 0.3
+    update_every: int = 20
+    decay_end: float = 0.75
+    connectivity_control: bool = True
     prune_start_epoch: int = 0
-    prune_end_epoch: int = 2
+    prune_end_epoch: Optional[int] = None
+
+
+# Per-algorithm values of the rewiring settings left at null (README, "Rewiring algorithms").
+ALGORITHM_DEFAULTS = {
+    "deepr": dict(temperature=0.0, l1=1e-2, global_budget=True),
+    "soft_deepr": dict(temperature=1e-5, l1=1e-2, global_budget=False),
+    "set": dict(temperature=0.0, l1=0.0, global_budget=False),
+    "rigl": dict(temperature=0.0, l1=0.0, global_budget=False),
+    "fixed": dict(temperature=0.0, l1=0.0, global_budget=False),
+    "dense": dict(temperature=0.0, l1=0.0, global_budget=False),
+    "magnitude_pruning": dict(temperature=0.0, l1=0.0, global_budget=False),
+}
+
+
+def rewiring_settings(cfg: DictConfig) -> dict:
+    """The ``rewiring`` group of ``cfg`` as a plain dict with every null replaced by its default."""
+    settings = OmegaConf.to_container(cfg.rewiring, resolve=True)
+    for key, value in ALGORITHM_DEFAULTS[settings["algorithm"]].items():
+        if settings.get(key) is None:
+            settings[key] = value
+    if settings["prune_end_epoch"] is None:
+        settings["prune_end_epoch"] = max(settings["prune_start_epoch"], cfg.train.epochs // 2 - 1)
+    return settings
 
 
 @dataclass
@@ -213,14 +254,19 @@ def validate(cfg: DictConfig) -> None:
     r, o, t = cfg.rewiring, cfg.optim, cfg.train
     _require(r.algorithm in ALGORITHMS, "rewiring.algorithm", f"one of {ALGORITHMS}", r.algorithm)
     _require(0.0 < r.connectivity <= 1.0, "rewiring.connectivity", "a fraction in (0, 1]", r.connectivity)
-    _require(r.temperature >= 0, "rewiring.temperature", ">= 0", r.temperature)
-    _require(r.l1 >= 0, "rewiring.l1", ">= 0", r.l1)
-    _require(0 <= r.prune_start_epoch <= r.prune_end_epoch, "rewiring.prune_start_epoch",
-             "0 <= prune_start_epoch <= prune_end_epoch", (r.prune_start_epoch, r.prune_end_epoch))
+    _require(r.temperature is None or r.temperature >= 0, "rewiring.temperature", ">= 0 or null", r.temperature)
+    _require(r.l1 is None or r.l1 >= 0, "rewiring.l1", ">= 0 or null", r.l1)
+    _require(0.0 <= r.drop_fraction < 1.0, "rewiring.drop_fraction", "a fraction in [0, 1)", r.drop_fraction)
+    _require(r.update_every >= 1, "rewiring.update_every", ">= 1", r.update_every)
+    _require(0.0 < r.decay_end <= 1.0, "rewiring.decay_end", "a fraction in (0, 1]", r.decay_end)
+    _require(0 <= r.prune_start_epoch and (r.prune_end_epoch is None or r.prune_start_epoch <= r.prune_end_epoch),
+             "rewiring.prune_start_epoch", "0 <= prune_start_epoch <= prune_end_epoch",
+             (r.prune_start_epoch, r.prune_end_epoch))
     if r.algorithm == "soft_deepr":
-        _require(r.temperature > 0 and r.l1 > 0 and r.connectivity < 1, "rewiring",
+        rs = rewiring_settings(cfg)
+        _require(rs["temperature"] > 0 and rs["l1"] > 0 and r.connectivity < 1, "rewiring",
                  "temperature > 0, l1 > 0 and connectivity < 1 for soft_deepr",
-                 dict(temperature=r.temperature, l1=r.l1, connectivity=r.connectivity))
+                 dict(temperature=rs["temperature"], l1=rs["l1"], connectivity=r.connectivity))
     _require(o.lr > 0, "optim.lr", "> 0", o.lr)
     _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two values in [0, 1)", list(o.betas))
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "> 0 or null", o.grad_clip)

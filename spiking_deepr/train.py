@@ -44,13 +44,13 @@ from tasks.base import Batch, Task, build_task, collate_time_major
 
 from .checkpoint import (atomic_write_bytes, atomic_write_json, dumps_strict, load_checkpoint, load_model_state,
                          save_checkpoint)
-from .config import load_config, to_yaml
+from .config import load_config, rewiring_settings, to_yaml
 from .errors import TrainingDivergedError, UserFileNotFoundError
 from .model import SequenceModel
 from .pooling import pool_logits
 from .schedule import lr_factor, set_lr
 from .stopping import EarlyStopping
-from .rewiring import DeepR, DeepRAdam, MagnitudePruning, SoftDeepR
+from .rewiring import SET, DeepR, DeepRAdam, MagnitudePruning, RigL, SoftDeepR
 from .rundir import RunExistsError, RunLock, remove_stale_temporaries
 
 FORMAT = "spiking_deepr/1"
@@ -58,10 +58,17 @@ FORMAT = "spiking_deepr/1"
 
 # ----------------------------------------------------------------------------------------- set-up
 def model_config_for(cfg: DictConfig) -> DictConfig:
-    """The model config with the rewiring budget and the hardware fan-in cap filled in."""
+    """The model config with the rewiring budget, the readout policy and the hardware fan-in cap filled in.
+
+    Readout policy (the same for presets and ``model=`` configs): with ``model.readout_connectivity``
+    unset the readout is a dense weight trained by Adam and is *not* part of the connection budget;
+    set it and the readout is a sparse matrix at that connectivity, rewired and counted like the
+    others. :func:`connectivity_summary` reports which applies."""
     mcfg = cfg.model.copy()
     algo = cfg.rewiring.algorithm
     mcfg.connectivity = 1.0 if algo in ("dense", "magnitude_pruning") else cfg.rewiring.connectivity
+    if mcfg.readout_connectivity is None:
+        mcfg.dense_readout = True
     if algo == "dense":
         for key in ("input_connectivity", "recurrent_connectivity", "readout_connectivity"):
             if key in mcfg:
@@ -131,29 +138,72 @@ class Optimizers:
         return [o for o in (self.sparse, self.dense) if o is not None]
 
 
-def build_optimizers(cfg: DictConfig, model: SequenceModel) -> Optimizers:
-    r, o = cfg.rewiring, cfg.optim
+def build_optimizers(cfg: DictConfig, model: SequenceModel, planned_steps: Optional[int] = None) -> Optimizers:
+    """The run's optimizers for ``rewiring.algorithm`` with its defaults filled in (`rewiring_settings`).
+
+    ``planned_steps``: optimizer steps the run is set up for (SET / RigL end their drop-fraction decay
+    at ``rewiring.decay_end`` of it; None: a constant drop fraction)."""
+    r, o = rewiring_settings(cfg), cfg.optim
     mats = list(model.sparse_matrices().values())
     dense_params = list(model.dense_parameters())
     betas = tuple(o.betas)
     dense = torch.optim.Adam(dense_params, lr=o.lr, betas=betas) if dense_params else None
     seed = cfg.train.seed
-    if r.algorithm == "deepr":
-        cls_kwargs = dict(betas=betas) if r.adam else {}
-        cls = DeepRAdam if r.adam else DeepR
-        sparse = cls(mats, lr=o.lr, temperature=r.temperature, l1=r.l1, global_budget=r.global_budget,
+    algo = r["algorithm"]
+    if algo == "deepr":
+        cls_kwargs = dict(betas=betas) if r["adam"] else {}
+        cls = DeepRAdam if r["adam"] else DeepR
+        sparse = cls(mats, lr=o.lr, temperature=r["temperature"], l1=r["l1"], global_budget=r["global_budget"],
                      seed=seed, **cls_kwargs)
         return Optimizers(sparse, dense)
-    if r.algorithm == "soft_deepr":
-        sparse = SoftDeepR(mats, lr=o.lr, temperature=r.temperature, l1=r.l1, connectivity=r.connectivity,
-                           adam=r.adam, betas=betas, seed=seed)
+    if algo == "soft_deepr":
+        sparse = SoftDeepR(mats, lr=o.lr, temperature=r["temperature"], l1=r["l1"], connectivity=r["connectivity"],
+                           adam=r["adam"], betas=betas, control=r["connectivity_control"], seed=seed)
+        return Optimizers(sparse, dense)
+    if algo in ("set", "rigl"):
+        decay = None if planned_steps is None else max(1, round(r["decay_end"] * planned_steps))
+        sparse = (RigL if algo == "rigl" else SET)(
+            mats, lr=o.lr, betas=betas, drop_fraction=r["drop_fraction"], update_every=r["update_every"],
+            decay_steps=decay, global_budget=r["global_budget"], seed=seed)
         return Optimizers(sparse, dense)
     # fixed / dense / pruning: the magnitudes are ordinary weights (theta may change sign)
     sparse = torch.optim.Adam([m.theta for m in mats], lr=o.lr, betas=betas)
     pruning = None
-    if r.algorithm == "magnitude_pruning":
-        pruning = MagnitudePruning(mats, r.connectivity, r.prune_start_epoch, r.prune_end_epoch, sparse)
+    if algo == "magnitude_pruning":
+        pruning = MagnitudePruning(mats, r["connectivity"], r["prune_start_epoch"], r["prune_end_epoch"], sparse)
     return Optimizers(sparse, dense, pruning)
+
+
+def connectivity_summary(cfg: DictConfig, model: SequenceModel) -> Dict:
+    """What was asked and what the trained network has: requested and final measured connectivity
+    (over the hidden matrices, and per matrix), the readout policy, trainable connections.
+
+    ``measured`` counts the input and recurrent matrices (sparse: active entries; dense weights:
+    all); the readout is listed on its own. ``trainable_connections`` counts every weight entry the
+    run trains (sparse active entries and dense weight matrices, readout included; biases not)."""
+    sparse = model.sparse_matrices()
+    per_matrix = {name: {"active": m.nnz, "possible": m.statistics()["possible"]} for name, m in sparse.items()}
+    sparse_ids = {id(m.theta) for m in sparse.values()}
+    readout_weight = getattr(model.readout, "weight", None)
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and id(p) not in sparse_ids:
+            key = "readout" if p is readout_weight else name
+            per_matrix[key] = {"active": p.numel(), "possible": p.numel()}
+    for v in per_matrix.values():
+        v["connectivity"] = v["active"] / v["possible"]
+    hidden = [v for k, v in per_matrix.items() if k != "readout"]
+    readout = per_matrix.get("readout")
+    in_budget = "readout" in sparse
+    return {
+        "requested": 1.0 if cfg.rewiring.algorithm == "dense" else float(cfg.rewiring.connectivity),
+        "measured": sum(v["active"] for v in hidden) / max(1, sum(v["possible"] for v in hidden)),
+        "per_matrix": per_matrix,
+        "readout": {"in_budget": in_budget, "connectivity": readout["connectivity"] if readout else None,
+                    "policy": ("sparse readout, rewired and counted in the budget (model.readout_connectivity set)"
+                               if in_budget else "dense readout trained by Adam, outside the budget")},
+        "trainable_connections": sum(v["active"] for v in per_matrix.values()),
+        "budgeted_connections": sum(m.nnz for m in sparse.values()),
+    }
 
 
 # ----------------------------------------------------------------------------------------- metrics
@@ -357,8 +407,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
     torch.manual_seed(t.seed)
     task = build_run_task(cfg, run_dir if resume is not None else None)
     model = build_model(cfg, task)
-    opts = build_optimizers(cfg, model)
     budget = Budget.of(cfg, task)
+    opts = build_optimizers(cfg, model, budget.steps)
     stopping = EarlyStopping(t.patience, t.min_delta)
     history: List[Dict] = []
     start_epoch, step, stop_reason = 0, 0, None
@@ -455,6 +505,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
         "budget": {"epochs": t.epochs, "steps": budget.steps},
         "wall_s": wall_before + time.perf_counter() - t0,
         "algorithm": cfg.rewiring.algorithm,
+        "rewiring": rewiring_settings(cfg),
+        "connectivity": connectivity_summary(cfg, model),
         "model": cfg.model.kind,
         "task": cfg.task.name,
         "world_size": dist.world,
@@ -525,10 +577,15 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budg
     for idx in _progress(batches, t.progress and dist.main, f"epoch {epoch + 1}/{t.epochs}"):
         idx = idx[dist.rank::dist.world] or idx[:1]
         batch = collate_time_major([task.train[i] for i in idx])
-        logits = model(batch.x, batch.lengths)
-        loss, counts = batch_loss(logits, batch, task, fold, t.pooling, t.sequence_loss)
-        if t.firing_rate_weight > 0:
-            loss = loss + t.firing_rate_weight * model.firing_rate_loss(t.firing_rate_target)
+
+        def forward_loss(batch=batch):
+            logits = model(batch.x, batch.lengths)
+            loss, counts = batch_loss(logits, batch, task, fold, t.pooling, t.sequence_loss)
+            if t.firing_rate_weight > 0:
+                loss = loss + t.firing_rate_weight * model.firing_rate_loss(t.firing_rate_target)
+            return loss, counts
+
+        loss, counts = forward_loss()
         if not torch.isfinite(loss):
             raise _diverged(cfg, epoch, step, f"the loss is {float(loss.detach())}")
         for o in opts.all():
@@ -541,11 +598,10 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budg
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.optim.grad_clip)
         set_lr(opts.all(), cfg.optim.lr * budget.lr_factor(step))
-        for o in opts.all():
-            o.step()
+        for o in opts.all():  # RigL re-evaluates the batch to read dense gradients at its updates
+            o.step(lambda: forward_loss()[0]) if isinstance(o, RigL) else o.step()
         step += 1
-        if isinstance(opts.sparse, DeepR):
-            rewired += sum(opts.sparse.last_rewired)
+        rewired += sum(getattr(opts.sparse, "last_rewired", ()))
         total.add(counts)
     m = total.metrics(task.sequence_task)
     return {"train_loss": m["loss"], "train_frame_accuracy": m["frame_accuracy"],

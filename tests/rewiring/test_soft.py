@@ -42,3 +42,31 @@ def test_adam_variant_follows_the_gradient_and_keeps_dormant_floor():
     assert grown > before.abs().sum()
     dense = opt.state[m.theta]["dense_theta"]
     assert float(dense.min()) == pytest.approx(opt.param_groups[0]["theta_min"]) or float(dense.min()) > opt.param_groups[0]["theta_min"]
+
+
+def test_connectivity_control_holds_the_target_against_a_data_pull():
+    """A gradient that holds every active connection up: uncontrolled, reconnections pile up; the
+    controller raises alpha and |theta_min| until the count is back at the target."""
+    final = {}
+    for control in (False, True):
+        m = SparseMatrix(50, 50, connectivity=0.05, seed=0)
+        opt = SoftDeepR([m], lr=0.01, temperature=1e-3, l1=1e-2, connectivity=0.05, control=control, seed=1)
+        for _ in range(400):
+            m.theta.grad = torch.full((m.nnz,), -0.05)
+            opt.step()
+        final[control] = m.nnz / 2500
+    assert final[False] > 0.05 * 1.5
+    assert final[True] == pytest.approx(0.05, rel=0.1)
+
+
+def test_control_state_round_trip():
+    m = SparseMatrix(20, 20, connectivity=0.1, seed=0)
+    opt = SoftDeepR([m], lr=0.05, temperature=1e-3, l1=1e-2, connectivity=0.1, control=True, seed=1)
+    for _ in range(5):
+        m.theta.grad = -torch.ones(m.nnz)
+        opt.step()
+    sd = opt.state_dict()
+    assert sd["log_pressure"] == opt.log_pressure != 0.0
+    other = SoftDeepR([m], lr=0.05, temperature=1e-3, l1=1e-2, connectivity=0.1, control=True, seed=1)
+    other.load_state_dict(sd)
+    assert other.log_pressure == opt.log_pressure

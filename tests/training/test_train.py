@@ -13,7 +13,7 @@ import torch
 
 from spiking_deepr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from spiking_deepr.cli import main as sdr
-from spiking_deepr.config import load_config
+from spiking_deepr.config import ALGORITHMS, load_config
 from spiking_deepr import train as train_module
 from spiking_deepr.train import train
 
@@ -150,16 +150,30 @@ def test_early_stopping_restores_best_epoch_and_reads_test_once(tmp_path, monkey
     assert summary["test"]["frame_accuracy"] == test["frame_accuracy"] and summary["test"]["loss"] == test["loss"]
 
 
-@pytest.mark.parametrize("algorithm", ["soft_deepr", "fixed", "dense", "magnitude_pruning"])
-def test_baselines_run(tmp_path, algorithm):
-    extra = ["rewiring.temperature=1e-3", "rewiring.l1=1e-2"] if algorithm == "soft_deepr" else []
-    summary = train(load_config([*QUICK, "train.epochs=2", f"rewiring.algorithm={algorithm}",
-                                 "rewiring.prune_end_epoch=1", *extra, f"run.dir={tmp_path / algorithm}"]))
-    conn = {l["name"]: l["connectivity"] for l in summary["layers"]}
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_runs_from_its_defaults(tmp_path, algorithm):
+    base = [o for o in QUICK if not o.startswith("rewiring.")]
+    summary = train(load_config([*base, "train.epochs=2", f"rewiring.algorithm={algorithm}",
+                                 f"run.dir={tmp_path / algorithm}"]))
+    conn = summary["connectivity"]
+    assert summary["rewiring"]["algorithm"] == algorithm and None not in summary["rewiring"].values()
+    assert conn["readout"]["in_budget"] is False and conn["per_matrix"]["readout"]["connectivity"] == 1.0
+    assert conn["trainable_connections"] == sum(v["active"] for v in conn["per_matrix"].values())
     if algorithm == "dense":
-        assert all(c == 1.0 for c in conn.values())
-    if algorithm in ("fixed", "magnitude_pruning"):
-        assert conn["layer0.w_rec"] == pytest.approx(0.1, abs=0.01)
+        assert conn["requested"] == conn["measured"] == 1.0
+    elif algorithm != "soft_deepr":  # exact budgets (pruning reaches it by the middle of the run)
+        assert conn["requested"] == 0.1 and conn["measured"] == pytest.approx(0.1, abs=0.005)
+        assert conn["per_matrix"]["layer0.w_rec"]["connectivity"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_soft_deepr_ends_at_the_requested_connectivity(tmp_path):
+    summary = train(load_config(["task=smoke", "task.size=tiny", "model=lif", "model.hidden=[24]",
+                                 "train.batch_size=4", "train.max_batches_per_epoch=10", "train.epochs=3",
+                                 "train.progress=false",
+                                 "rewiring.algorithm=soft_deepr", "rewiring.connectivity=0.05",
+                                 f"run.dir={tmp_path / 'soft'}"]))
+    conn = summary["connectivity"]
+    assert conn["measured"] == pytest.approx(0.05, rel=0.1)
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path):
