@@ -64,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*")
     s.add_argument("--out", default="runs/sweep", help="directory for the sweep's runs, table and plot")
     s.add_argument("--models", nargs="+", default=["lstm", "lsnn"])
-    s.add_argument("--algorithms", nargs="+", default=["deepr", "fixed", "magnitude_pruning", "soft_deepr"])
+    s.add_argument("--algorithms", nargs="+", default=["deepr", "set", "rigl", "fixed", "magnitude_pruning"],
+                   help="rewiring algorithms (also soft_deepr); the 100%% column is the dense model")
     s.add_argument("--connectivity", nargs="+", type=float, default=[0.01, 0.05, 0.1, 1.0])
+    s.add_argument("--seeds", type=int, default=1, help="runs per cell (seeds 0..K-1: train.seed and model.seed); "
+                   "the table gives mean ± std")
     s.add_argument("--rerun-stale", action="store_true", help="retrain cells whose run directory holds a run "
                    "with other settings (default: refuse and list the differing fields)")
 
@@ -225,7 +228,8 @@ def _evaluate(args) -> int:
 def _sweep(args) -> int:
     from .sweep import sweep
 
-    sweep(args.overrides, Path(args.out), args.models, args.algorithms, args.connectivity, args.rerun_stale)
+    sweep(args.overrides, Path(args.out), args.models, args.algorithms, args.connectivity, seeds=args.seeds,
+          rerun_stale=args.rerun_stale)
     return 0
 
 

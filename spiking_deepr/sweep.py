@@ -1,8 +1,15 @@
-"""`sdr sweep`: test accuracy vs connectivity for DEEP R and the baselines, as Markdown, JSON and PNG.
+"""`sdr sweep`: test accuracy vs connectivity for DEEP R and the baselines over seeds, as Markdown, JSON, PNG.
 
-For every model kind and algorithm and every connectivity below 100 %, one run is trained with the
-same settings (``overrides`` apply to all); the 100 % column is one dense run per model. A cell's
-run is reused (summary.json) or resumed (checkpoint.pt) only when its saved config equals the
+For every model kind, algorithm and connectivity below 100 %, ``seeds`` runs are trained with the same
+settings (``overrides`` apply to all; run k sets ``train.seed=k`` and ``model.seed=k``, so data order,
+initial weights and rewiring noise all change); the 100 % column is the dense model, also over the
+seeds. Each row of the table gives the requested connectivity next to the *final measured* one (over
+the hidden matrices; per matrix in the JSON), the trainable connections at the end, and the test
+accuracy as mean ± sample standard deviation over the seeds (sequence accuracy for sequence-labelled
+tasks, frame accuracy otherwise). The readout policy (see `spiking_deepr.train.model_config_for`) is
+stated above the table.
+
+A cell's run is reused (summary.json) or resumed (checkpoint.pt) only when its saved config equals the
 requested one, so an interrupted sweep continues where it stopped; a cell trained with other settings
 is refused with the differing fields (``rerun_stale=True``, ``sdr sweep --rerun-stale``: retrain it).
 """
@@ -10,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -21,44 +29,42 @@ from .errors import UserError
 
 #: config fields that do not change a run's results (a cell is still reused when only these differ)
 IGNORED = ("run.", "train.progress", "train.threads")
+LABELS = {"deepr": "DEEP R", "soft_deepr": "soft-DEEP R", "set": "SET", "rigl": "RigL",
+          "fixed": "fixed random sparse", "magnitude_pruning": "magnitude pruning", "dense": "dense"}
 
 
 class StaleRunError(UserError):
     """A sweep cell's run directory holds a run trained with other settings than requested."""
 
-# soft-DEEP R needs T > 0 (its theta_min = -T (1 - p) / (alpha p)); users may override it.
-ALGORITHM_DEFAULTS = {"soft_deepr": ["rewiring.temperature=1e-5"]}
-LABELS = {"deepr": "DEEP R", "soft_deepr": "soft-DEEP R", "fixed": "fixed random sparse",
-          "magnitude_pruning": "magnitude pruning", "dense": "dense"}
-
 
 def sweep(overrides: Sequence[str], out: Path, models: Sequence[str], algorithms: Sequence[str],
-          connectivities: Sequence[float], rerun_stale: bool = False) -> Dict:
+          connectivities: Sequence[float], seeds: int = 1, rerun_stale: bool = False) -> Dict:
+    """Train (or reuse) every cell ``seeds`` times; write sweep.md, sweep.json and sweep.png in ``out``."""
     from .train import train
 
+    if seeds < 1:
+        raise UserError(f"sdr sweep: --seeds must be >= 1, got {seeds}")
     out.mkdir(parents=True, exist_ok=True)
-    results: List[Dict] = []
-    for model in models:
-        for algo in algorithms:
-            for p in connectivities:
-                if p >= 1.0:
-                    continue
-                results.append(_one(train, overrides, out, model, algo, p, rerun_stale))
-        if any(p >= 1.0 for p in connectivities):
-            results.append(_one(train, overrides, out, model, "dense", 1.0, rerun_stale))
-    table = markdown(results, models, algorithms, connectivities)
+    cells = [(model, algo, p) for model in models for algo in algorithms for p in connectivities if p < 1.0]
+    cells += [(model, "dense", 1.0) for model in models if any(p >= 1.0 for p in connectivities)]
+    runs = [_one(train, overrides, out, model, algo, p, k, rerun_stale)
+            for model, algo, p in cells for k in range(seeds)]
+    results = aggregate(runs)
+    table = markdown(results)
     (out / "sweep.md").write_text(table + "\n")
-    atomic_write_json(out / "sweep.json", {"overrides": list(overrides), "results": results})
+    atomic_write_json(out / "sweep.json", {"overrides": list(overrides), "seeds": seeds, "results": results,
+                                           "runs": runs})
     plot(results, out / "sweep.png")
     print(table)
     print(f"written {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}")
-    return {"results": results}
+    return {"results": results, "runs": runs}
 
 
-def _one(train, overrides, out: Path, model: str, algo: str, p: float, rerun_stale: bool) -> Dict:
-    run_dir = out / f"{model}_{algo}_{p:g}"
+def _one(train, overrides, out: Path, model: str, algo: str, p: float, seed: int, rerun_stale: bool) -> Dict:
+    run_dir = out / (f"{model}_{algo}_{p:g}" + (f"_seed{seed}" if seed else ""))
     summary_path = run_dir / "summary.json"
-    cfg = load_config([f"model={model}", *ALGORITHM_DEFAULTS.get(algo, []), *overrides, f"rewiring.algorithm={algo}",
+    seeding = [f"train.seed={seed}", f"model.seed={seed}"] if seed else []
+    cfg = load_config([f"model={model}", *overrides, *seeding, f"rewiring.algorithm={algo}",
                        f"rewiring.connectivity={p}", f"run.dir={run_dir}"])
     changed = config_differences(run_dir, cfg)
     if changed and not rerun_stale:
@@ -72,12 +78,40 @@ def _one(train, overrides, out: Path, model: str, algo: str, p: float, rerun_sta
     elif (run_dir / "checkpoint.pt").exists():
         summary = train(resume=run_dir)
     else:
-        print(f"[sweep] {model} {algo} {p:g} -> {run_dir}", flush=True)
+        print(f"[sweep] {model} {algo} {p:g} seed {seed} -> {run_dir}", flush=True)
         summary = train(cfg)
-    active = sum(l["active"] for l in summary["layers"])
-    possible = sum(l["possible"] for l in summary["layers"])
-    return {"model": model, "algorithm": algo, "connectivity": p, "overall_connectivity": active / possible,
-            "test_frame_accuracy": summary["test"]["frame_accuracy"], "run_dir": str(run_dir)}
+    test, conn = summary["test"], summary["connectivity"]
+    sequence = test.get("sequence_accuracy") is not None
+    return {"model": model, "algorithm": algo, "connectivity": p, "seed": seed,
+            "metric": "sequence_accuracy" if sequence else "frame_accuracy",
+            "accuracy": test["sequence_accuracy"] if sequence else test["frame_accuracy"],
+            "test_frame_accuracy": test["frame_accuracy"], "test_sequence_accuracy": test.get("sequence_accuracy"),
+            "measured_connectivity": conn["measured"],
+            "per_matrix": {k: v["connectivity"] for k, v in conn["per_matrix"].items()},
+            "trainable_connections": conn["trainable_connections"], "readout_policy": conn["readout"]["policy"],
+            "best_epoch": summary.get("best_epoch"), "epochs": summary.get("epochs"),
+            "wall_s": summary.get("wall_s"), "run_dir": str(run_dir)}
+
+
+def aggregate(runs: List[Dict]) -> List[Dict]:
+    """One row per (model, algorithm, requested connectivity): mean and sample std over its seeds."""
+    groups: Dict[tuple, List[Dict]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["algorithm"], r["connectivity"]), []).append(r)
+    rows = []
+    for (model, algo, p), rs in groups.items():
+        acc = [r["accuracy"] for r in rs]
+        rows.append({
+            "model": model, "algorithm": algo, "connectivity": p, "n": len(rs), "metric": rs[0]["metric"],
+            "mean": statistics.fmean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "accuracies": acc,
+            "measured_connectivity": statistics.fmean(r["measured_connectivity"] for r in rs),
+            "per_matrix": {k: statistics.fmean(r["per_matrix"][k] for r in rs) for k in rs[0]["per_matrix"]},
+            "trainable_connections": round(statistics.fmean(r["trainable_connections"] for r in rs)),
+            "readout_policy": rs[0]["readout_policy"],
+            "wall_s": statistics.fmean(r["wall_s"] or 0.0 for r in rs),
+        })
+    return rows
 
 
 def config_differences(run_dir: Path, requested: DictConfig) -> List[str]:
@@ -101,22 +135,26 @@ def _flat(tree, prefix: str = "") -> Dict:
     return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
 
 
-def markdown(results: List[Dict], models, algorithms, connectivities) -> str:
-    cols = sorted(set(connectivities))
-    lines = ["| model | algorithm | " + " | ".join(f"{p:.0%}" for p in cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
-    acc = {(r["model"], r["algorithm"], r["connectivity"]): r["test_frame_accuracy"] for r in results}
-    for model in models:
-        for algo in algorithms:
-            cells = []
-            for p in cols:
-                key = (model, "dense" if p >= 1.0 else algo, p)
-                cells.append(f"{acc[key]:.3f}" if key in acc else "–")
-            lines.append(f"| {model} | {LABELS.get(algo, algo)} | " + " | ".join(cells) + " |")
+def markdown(results: List[Dict]) -> str:
+    """Rows: model, algorithm, requested and measured connectivity, trainable connections, mean ± std (n)."""
+    if not results:
+        return "(no runs)"
+    metric = results[0]["metric"].replace("_", " ")
+    lines = [f"Test {metric}, mean ± std over seeds (n). Measured: final connectivity of the input and "
+             f"recurrent matrices. Readout: {results[0]['readout_policy']}.", "",
+             "| model | algorithm | requested | measured | trainable connections | accuracy | n |",
+             "|---|---|---|---|---|---|---|"]
+    order = {a: i for i, a in enumerate(LABELS)}
+    for r in sorted(results, key=lambda r: (r["model"], r["connectivity"], order.get(r["algorithm"], 99))):
+        lines.append(f"| {r['model']} | {LABELS.get(r['algorithm'], r['algorithm'])} | {r['connectivity']:.0%} | "
+                     f"{r['measured_connectivity']:.2%} | {r['trainable_connections']:,} | "
+                     f"{r['mean']:.3f} ± {r['std']:.3f} | {r['n']} |")
     return "\n".join(lines)
 
 
 def plot(results: List[Dict], path: Path) -> None:
+    """Accuracy vs requested connectivity per model, one line per algorithm with ±1 std error bars;
+    dense as a horizontal line with its ±1 std band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,13 +164,15 @@ def plot(results: List[Dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
         rows = [r for r in results if r["model"] == model]
-        dense = [r for r in rows if r["algorithm"] == "dense"]
-        for algo in sorted({r["algorithm"] for r in rows} - {"dense"}):
-            pts = sorted((r["connectivity"], r["test_frame_accuracy"]) for r in rows if r["algorithm"] == algo)
-            ax.plot([p for p, _ in pts], [a for _, a in pts], marker="o", label=LABELS.get(algo, algo))
-        if dense:
-            ax.axhline(dense[0]["test_frame_accuracy"], color="k", ls="--", label="dense")
-        ax.set_xscale("log"), ax.set_xlabel("connectivity"), ax.set_ylabel("test frame accuracy")
+        for algo in [a for a in LABELS if a != "dense" and any(r["algorithm"] == a for r in rows)]:
+            pts = sorted((r["connectivity"], r["mean"], r["std"]) for r in rows if r["algorithm"] == algo)
+            ax.errorbar([p for p, _, _ in pts], [m for _, m, _ in pts], yerr=[s for _, _, s in pts], marker="o",
+                        capsize=3, label=LABELS[algo])
+        for r in (r for r in rows if r["algorithm"] == "dense"):
+            ax.axhline(r["mean"], color="k", ls="--", label="dense")
+            ax.axhspan(r["mean"] - r["std"], r["mean"] + r["std"], color="k", alpha=0.1)
+        ax.set_xscale("log"), ax.set_xlabel("requested connectivity")
+        ax.set_ylabel(f"test {rows[0]['metric'].replace('_', ' ')}" if rows else "accuracy")
         ax.set_title(model), ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -31,3 +31,22 @@ def test_sweep_reuses_only_cells_with_the_requested_config(tmp_path, capsys):
     assert json.loads(summary.read_text())["epochs"] == 2
     recorded = json.loads((out / "sweep.json").read_text())
     assert "train.epochs=2" in recorded["overrides"]
+
+
+def test_sweep_seeds_mean_std_measured_connectivity(tmp_path):
+    out = tmp_path / "seeds"
+    result = sweep([*QUICK, "train.epochs=1"], out, models=["lif"], algorithms=["set"], connectivities=[0.1], seeds=2)
+    runs = result["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and runs[0]["run_dir"] != runs[1]["run_dir"]
+    summaries = [json.loads((tmp_path / r["run_dir"] / "summary.json").read_text()) for r in runs]
+    assert summaries[1]["rewiring"]["algorithm"] == "set"
+    accs = [s["test"]["frame_accuracy"] for s in summaries]
+    (row,) = result["results"]
+    assert row["mean"] == pytest.approx(sum(accs) / 2)
+    assert row["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert row["measured_connectivity"] == pytest.approx(summaries[0]["connectivity"]["measured"])
+    assert row["trainable_connections"] == summaries[0]["connectivity"]["trainable_connections"]
+    table = (out / "sweep.md").read_text()
+    assert f"{row['mean']:.3f} ± {row['std']:.3f} | 2 |" in table and "dense readout" in table
+    assert "| lif | SET | 10% | 10.03% |" in table
+    assert json.loads((out / "sweep.json").read_text())["seeds"] == 2 and (out / "sweep.png").stat().st_size > 0
