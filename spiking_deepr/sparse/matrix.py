@@ -198,7 +198,7 @@ class SparseMatrix(nn.Module):
 
     def structure(self) -> CSRStructure:
         """CSR (and transposed CSR) index structures of the current active set (cached)."""
-        if self._structure is None:
+        if self._structure is None or self._structure.crow.device != self.indices.device:  # e.g. after .to()
             build = csr_structures if self.indices.device.type == "cpu" else csr_structures_torch
             self._structure = build(self.indices, self.n_out, self.n_in)
         return self._structure
