@@ -140,7 +140,7 @@ def test_any_override_list_loads_or_raises_config_error(overrides):
     assert load_config(base=cfg) == cfg  # a loaded config is valid: validating it again changes nothing
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=25)
 @given(st.floats(1e-6, 1.0), st.integers(1, 1000), st.lists(st.integers(1, 512), min_size=1, max_size=3),
        st.sampled_from(["lif", "lsnn", "lstm"]))
 def test_valid_values_round_trip_through_yaml(connectivity, epochs, hidden, kind):

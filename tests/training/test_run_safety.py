@@ -4,6 +4,8 @@ error that keeps the previous checkpoint, every JSON file is strict."""
 import errno
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -126,7 +128,7 @@ def test_lock_of_a_live_process_blocks_and_of_a_killed_one_does_not(tmp_path):
         holder.kill()
         holder.wait()
     with RunLock(run):  # the lock file remains, but its flock died with the process
-        assert (run / ".lock").read_text().strip() == str(__import__("os").getpid())
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
 
 
 def test_lock_is_released_when_training_raises(tmp_path, monkeypatch):
@@ -187,3 +189,36 @@ def test_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
         atomic_write_bytes(path, b"new contents")
     assert path.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 2 MiB tmpfs mounted at tmp_path/fs (needs root; elsewhere the monkeypatched test above covers it)."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_real_full_disk_during_training_is_one_line_and_keeps_the_checkpoint(small_filesystem, capsys):
+    run = small_filesystem / "run"
+    train(load_config([*QUICK, "train.epochs=3", f"run.dir={run}"]), stop_after_epoch=0)
+    before = (run / "checkpoint.pt").read_bytes()
+    filler = small_filesystem / "filler"
+    with open(filler, "wb") as f:  # fill the file system, then free 3 pages: room for config and metrics only
+        try:
+            while True:
+                f.write(bytes(64 * 1024))
+                f.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+    os.truncate(filler, filler.stat().st_size - 3 * 4096)
+    assert sdr(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"sdr train: error: no space left on device writing \S+/run/\S+ \([\d,]+ bytes\); "
+                        r"the previous \S+ is kept", err), err
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert not list(run.glob(".*.tmp"))
