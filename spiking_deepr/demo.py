@@ -2,7 +2,11 @@
 
 synthetic TIMIT-like corpus (generated in the LDC layout, read by the real TIMIT loader)
 -> DEEP R training of an LSNN under the Loihi 2 fan-in cap -> Loihi 2 resource report
--> Lava simulation in floating and fixed point -> a short report (report.json + printed table).
+-> fixed point of the trained network (emulator, whole test split)
+-> quantisation-aware fine-tuning (``sdr finetune --qat``, 2 epochs) into ``<run>_qat``
+-> the fine-tuned network in floating and fixed point: the bit-exact emulator on the whole test
+   split, Lava itself on a few utterances (verifying the emulator)
+-> a short report (report.json + printed table).
 """
 from __future__ import annotations
 
@@ -35,11 +39,21 @@ def demo(overrides: List[str] = ()) -> dict:
     print("[demo] mapping onto", cfg.hardware.profile)
     resources = convert_run(run_dir, cfg.hardware.profile)
     samples = 8
+    print("[demo] fixed point of the trained network (emulator, whole test split, scales from training data)")
+    before_qat = simulate_run(run_dir, "fixed", "emulator", progress=False)["emulator"]
+    from .finetune import finetune
+
+    qat_dir = run_dir.with_name(run_dir.name + "_qat")
+    if (qat_dir / "summary.json").exists():
+        print(f"[demo] {qat_dir} already holds the fine-tuned run; reusing it")
+    else:
+        print(f"[demo] quantisation-aware fine-tuning -> {qat_dir}")
+        finetune(run_dir, qat_dir, qat=True, epochs=2)
     lava = {}
     for precision in ("float", "fixed"):
         print(f"[demo] {precision} point: the emulator on the whole test split, Lava on {samples} test utterances")
-        simulate_run(run_dir, precision, "emulator", progress=False)
-        lava[precision] = simulate_run(run_dir, precision, "lava", samples, progress=False)
+        simulate_run(qat_dir, precision, "emulator", progress=False)
+        lava[precision] = simulate_run(qat_dir, precision, "lava", samples, progress=False)
     lava_float, lava_fixed = lava["float"], lava["fixed"]
     report = {
         "run_dir": str(run_dir),
@@ -47,6 +61,7 @@ def demo(overrides: List[str] = ()) -> dict:
         "connectivity": {l["name"]: l["connectivity"] for l in summary["layers"]},
         "max_fan_in": max(l["max_fan_in"] for l in summary["layers"]),
         "profile": resources["profile"], "fits": resources["fits"], "cores": resources["cores"],
+        "fixed_before_qat": before_qat, "qat_run_dir": str(qat_dir),
         "lava_float": lava_float, "lava_fixed": lava_fixed,
         # fixed-point activity on the whole test split (emulator), per-op figures of the profile
         "cost_per_inference": lava_fixed["emulator"]["cost_per_inference"],
@@ -60,6 +75,11 @@ def demo(overrides: List[str] = ()) -> dict:
         print(f"  {l['name']:<14} {l['active']:>7,} / {l['possible']:>9,} connections ({l['connectivity']:.1%}), "
               f"max fan-in {l['max_fan_in']}")
     print(f"  {resources['profile']}: {'fits' if resources['fits'] else 'does NOT fit'} on {resources['cores']} cores")
+    b = before_qat
+    print(f"  fixed point before fine-tuning ({b['sequences']} test utterances, emulator): frame accuracy "
+          f"{b['frame_accuracy']:.3f} vs PyTorch {b['torch_frame_accuracy']:.3f}; predictions equal "
+          f"{b['prediction_agreement']:.1%}")
+    print(f"  after quantisation-aware fine-tuning ({qat_dir}):")
     for name, r in (("float", lava_float), ("fixed", lava_fixed)):
         e, v = r["emulator"], r["lava"]
         print(f"  {name:<5} point, whole test split ({e['sequences']} utterances, emulator): frame accuracy "
