@@ -12,12 +12,13 @@ float model lies on the grid and ``quantize_network(spec, formats=...)`` reprodu
 the mantissas it was trained with; what remains between it and the integer network is the
 per-step arithmetic (truncating decays, the rounded input sum).
 
-Per-step integer truncations are not modelled; LSTM layers (no fixed-point model) and dense
-readouts are refused.
+Per-step integer truncations are not modelled; LSTM layers (no fixed-point model) are refused.
+A dense readout weight gets the same straight-through rounding through a
+``torch.nn.utils.parametrize`` parametrisation (removed again by ``snap``/``remove``).
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,10 +37,9 @@ class FakeQuantizer:
     def __init__(self, model, formats: QuantFormats) -> None:
         if model.cfg.kind == "lstm":
             raise ConversionError("quantisation-aware training: LSTM layers have no fixed-point model")
-        if model.readout.w is None:
-            raise ConversionError("quantisation-aware training needs a sparse readout (model.dense_readout=false)")
         self.model, self.formats = model, formats
         self._hook = None
+        self._dense = None          # _StraightThrough of a dense readout weight, while installed
 
     @classmethod
     def calibrated(cls, model, calib_x: np.ndarray, calib_lengths: np.ndarray,
@@ -59,6 +59,8 @@ class FakeQuantizer:
         """(QuantizedNetwork, its dequantised NetworkSpec) of the model's current (latent) weights."""
         for matrix in self.model.sparse_matrices().values():
             matrix.quantized_values = None       # to_spec must see the latent weights
+        if self._dense is not None:
+            self._dense.quantized = None
         spec = self.model.to_spec()
         q = quantize_network(spec, formats=self.formats)
         return q, fake_quantize(spec, q)
@@ -67,6 +69,12 @@ class FakeQuantizer:
         self._set_constants()
         self.model.cfg.input_step = float(self.formats.input_scale)
         self.model.cfg.input_bits = int(self.formats.input_bits)
+        ro = self.model.readout
+        if ro.w is None:                          # dense readout weight
+            from torch.nn.utils import parametrize
+
+            self._dense = _StraightThrough()
+            parametrize.register_parametrization(ro, "weight", self._dense)
         self._hook = self.model.register_forward_pre_hook(lambda module, args: self.refresh())
         return self
 
@@ -76,6 +84,8 @@ class FakeQuantizer:
         _, fq = self.quantized_spec()
         for matrix, values in self._pairs(fq):
             matrix.quantized_values = torch.from_numpy(values).to(matrix.theta.device)
+        if self._dense is not None:
+            self._dense.quantized = self._dense_values(fq)
 
     @torch.no_grad()
     def snap(self) -> None:
@@ -87,10 +97,13 @@ class FakeQuantizer:
             w = torch.from_numpy(values).to(matrix.theta)
             matrix.theta.copy_(w * matrix.sign.to(w))          # |w_q| (w_q = 0 or sign * |w_q|)
             matrix.quantized_values = None
-        bias = self.model.readout.bias
-        if bias is not None:
-            bias.copy_(torch.from_numpy(np.asarray(fq.readout.bias, dtype=np.float32)))
+        dense = self._dense_values(fq) if self._dense is not None else None
         self.remove()
+        ro = self.model.readout
+        if dense is not None:
+            ro.weight.copy_(dense)
+        if ro.bias is not None:
+            ro.bias.copy_(torch.from_numpy(np.asarray(fq.readout.bias, dtype=np.float32)))
 
     def remove(self) -> None:
         if self._hook is not None:
@@ -98,16 +111,30 @@ class FakeQuantizer:
             self._hook = None
         for matrix in self.model.sparse_matrices().values():
             matrix.quantized_values = None
+        if self._dense is not None:
+            from torch.nn.utils import parametrize
+
+            # keeps the latent weight Parameter itself (the optimizers hold it)
+            parametrize.remove_parametrizations(self.model.readout, "weight", leave_parametrized=False)
+            self._dense = None
 
     # ------------------------------------------------------------------------------------------
     def _pairs(self, fq) -> Iterator[Tuple[object, np.ndarray]]:
-        """(SparseMatrix, dequantised values [K]) for every matrix, in the matrix's entry order
-        (``to_spec`` and ``fake_quantize`` keep it)."""
+        """(SparseMatrix, dequantised values [K]) for every sparse matrix, in the matrix's entry
+        order (``to_spec`` and ``fake_quantize`` keep it)."""
         for layer, ls in zip(self.model.layers, fq.layers):
             yield layer.w_in, ls.w_in.values
             if layer.w_rec is not None:
                 yield layer.w_rec, ls.w_rec.values
-        yield self.model.readout.w, fq.readout.weights.values
+        if self.model.readout.w is not None:
+            yield self.model.readout.w, fq.readout.weights.values
+
+    def _dense_values(self, fq) -> torch.Tensor:
+        """The dense readout weight [C, F] on the grid (``to_spec`` lists it row-major)."""
+        w = fq.readout.weights
+        dense = np.zeros(w.shape, dtype=np.float32)
+        dense[w.rows, w.cols] = w.values
+        return torch.from_numpy(dense)
 
     @torch.no_grad()
     def _set_constants(self) -> None:
@@ -123,3 +150,16 @@ class FakeQuantizer:
         if ro.kind == "li":
             for name in ("tau_syn_inv", "tau_mem_inv", "v_leak"):
                 getattr(ro, name).fill_(float(getattr(fq.readout, name)))
+
+
+class _StraightThrough(torch.nn.Module):
+    """Parametrisation: forward value ``quantized`` (when set), gradient straight to the weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quantized: Optional[torch.Tensor] = None
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.quantized is None:
+            return weight
+        return weight + (self.quantized.to(weight) - weight).detach()

@@ -48,6 +48,16 @@ def test_fake_quantizer_forward_is_the_grid_backward_straight_through(trained):
     w.theta.grad = None
     w.weight_values().sum().backward()
     torch.testing.assert_close(w.theta.grad, w.sign)        # d(sign * theta)/d theta, rounding skipped
+    # a dense readout weight: the same straight-through rounding (a parametrisation)
+    ro = model.readout
+    assert ro.w is None
+    got = ro.weight.detach().numpy().copy()
+    grid = fq.quantized_spec()[1].readout.weights.values.reshape(got.shape)
+    np.testing.assert_array_equal(got, grid)
+    latent = ro.parametrizations.weight.original
+    latent.grad = None
+    ro.weight.sum().backward()
+    torch.testing.assert_close(latent.grad, torch.ones_like(latent))
     spec = model.to_spec()
     # the input is rounded to the converter's payload grid
     step = fq.formats.input_scale
@@ -56,7 +66,7 @@ def test_fake_quantizer_forward_is_the_grid_backward_straight_through(trained):
     np.testing.assert_allclose(xq.double().numpy(), q.fake_quant_input(batch.double().numpy()), rtol=1e-6)
     assert float((xq / step - (xq / step).round()).abs().max()) < 1e-3
     fq.remove()
-    assert w.quantized_values is None
+    assert w.quantized_values is None and ro.weight is latent            # the Parameter the optimizer holds
 
 
 def test_qat_raises_fixed_point_agreement(trained, tmp_path):
