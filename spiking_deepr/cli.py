@@ -274,7 +274,11 @@ def _demo(args) -> int:
 
 def _export(args) -> int:
     from .interop import export_run
+    from .rundir import ensure_writable
 
+    target = Path(args.out).parent if args.out else Path(args.run_dir)
+    if target.is_dir():  # a read-only destination fails before converting, not after
+        ensure_writable(target)
     report = export_run(Path(args.run_dir), args.format, args.out, args.drop_adaptation)
     print(f"written {report['file']} ({report['format']}: {report['summary']})")
     if "dropped_adaptation" in report:

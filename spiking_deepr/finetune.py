@@ -25,6 +25,7 @@ import torch
 from .checkpoint import atomic_write_bytes, atomic_write_json, dumps_strict, save_checkpoint
 from .config import to_yaml
 from .errors import UserFileExistsError
+from .rundir import ensure_writable
 from .train import (FORMAT, STATS_FILE, Budget, Distributed, Optimizers, _epoch_line, _train_epoch, evaluate_run,
                     load_run, monitored_metric, plot_run)
 
@@ -38,6 +39,7 @@ def finetune(run_dir: Path, out_dir: Optional[Path] = None, qat: bool = True, ep
     out_dir = Path(out_dir) if out_dir else run_dir.with_name(run_dir.name + ("_qat" if qat else "_ft"))
     if (out_dir / "checkpoint.pt").exists():
         raise UserFileExistsError(f"{out_dir} already holds a run; choose another --out")
+    ensure_writable(out_dir)  # before the fine-tuning whose result could not be saved
     cfg, task, model = load_run(run_dir)
     t = cfg.train
     if t.threads:
