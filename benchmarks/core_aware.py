@@ -1,7 +1,7 @@
 """Core-aware training vs unconstrained DEEP R on Loihi 2: cores needed and accuracy cost.
 
-The network: the demo recipe (synthetic TIMIT-like corpus, `preset=demo`: linear dense-initialised
-readout, global budget, Adam) with one layer of 1,024 neurons (768 LIF + 256 ALIF) at 11.5 %
+The network: the demo recipe as of these runs (synthetic TIMIT-like corpus, `preset=demo` with a
+linear readout at 100 % initial connectivity, rewired under the global budget, Adam) with one layer of 1,024 neurons (768 LIF + 256 ALIF) at 11.5 %
 connectivity, 3 epochs, one thread. With 1,024 neurons the layer needs one Loihi 2 core by its
 neuron count, but ~127,000 synapses in nengo-loihi's accounting take just over a core's 1 Mbit of
 synaptic memory, so `sdr convert`'s mapper needs a second core for it: 3 cores with the readout.
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from spiking_deepr.checkpoint import dumps_strict
 
-RECIPE = ["preset=demo", "model.hidden=[1024]", "model.n_alif=256", "rewiring.connectivity=0.115",
+RECIPE = ["preset=demo", "model.readout=linear", "model.readout_tau_mem_inv=null", "model.readout_tau_syn_inv=null",
+          "model.readout_connectivity=1.0", "model.hidden=[1024]", "model.n_alif=256", "rewiring.connectivity=0.115",
           "train.epochs=3", "train.threads=1", "train.progress=false", "hardware=loihi2"]
 MODES = {"unconstrained": [], "core_aware": ["hardware.max_cores=2"]}
 MAX_CORES = 2

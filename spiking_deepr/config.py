@@ -290,8 +290,9 @@ def validate(cfg: DictConfig) -> None:
                  cfg.model.kind)
         _require(not cfg.model.bidirectional, "model.bidirectional", "false with hardware.max_cores",
                  cfg.model.bidirectional)
-        _require(not cfg.model.dense_readout, "model.dense_readout", "false with hardware.max_cores (a dense "
-                 "readout cannot be placed)", cfg.model.dense_readout)
+        _require(not cfg.model.dense_readout and cfg.model.readout_connectivity is not None,
+                 "model.readout_connectivity", "a value (a sparse readout, placed on its cores) with "
+                 "hardware.max_cores; a dense readout cannot be placed", cfg.model.readout_connectivity)
     _require(t.max_batches_per_epoch is None or t.max_batches_per_epoch >= 1, "train.max_batches_per_epoch",
              ">= 1 or null", t.max_batches_per_epoch)
     k = cfg.task

@@ -108,3 +108,16 @@ def test_admit_takes_preferred_candidates_within_all_rules():
     m.placement = budget
     # sources 1 and 2 hold the core's two input axons: only candidates from them are admitted
     assert m.admit(order, 3).tolist() == [6, 9]
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["hardware.max_cores=2"], "hardware.profile"),
+    (["hardware=loihi2", "hardware.max_cores=2"], "model.readout_connectivity"),     # dense readout
+    (["hardware=loihi2", "hardware.max_cores=2", "model=lstm", "model.readout_connectivity=0.5"], "model.kind"),
+    (["hardware=loihi2", "hardware.max_cores=0"], "hardware.max_cores"),
+])
+def test_core_aware_config_errors_name_the_field(overrides, field):
+    from spiking_deepr.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=field):
+        load_config(overrides)
