@@ -295,7 +295,7 @@ class SequenceModel(nn.Module):
             x = x.repeat_interleave(n, dim=0)
             lengths = None if lengths is None else lengths * n
         rates, stats = [], {}
-        h = x if self.cfg.input_step is None else self.quantize_input(x)
+        h = x
         for l, layer in enumerate(self.layers):
             if isinstance(layer, Bidirectional):
                 h, _ = layer(h, lengths)
@@ -317,11 +317,11 @@ class SequenceModel(nn.Module):
         return ((x.double() / step).round().clamp(-lim, lim) * step).to(x.dtype)
 
     def encode_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's input as its first layer receives it: x [T, B, n_features] itself, or its
-        spike encoding [T, B, 2 n_features] (``input_encoding="delta"``)."""
+        """The network's input as its first layer receives it: x [T, B, n_features] itself (rounded
+        to ``input_step`` if set), or its spike encoding [T, B, 2 n_features] (``input_encoding="delta"``)."""
         if self.cfg.input_encoding == "delta":
             return delta_encode(x, self.cfg.input_threshold)
-        return x
+        return x if self.cfg.input_step is None else self.quantize_input(x)
 
     # ----------------------------------------------------------------------------- parameters
     def _layer_matrices(self, prefix: str, layer: nn.Module) -> Dict[str, SparseMatrix]:

@@ -87,6 +87,10 @@ def test_qat_raises_fixed_point_agreement(trained, tmp_path):
     assert agreement["qat"]["sequences"] == agreement["ft"]["sequences"] > 1
     assert agreement["qat"]["prediction_agreement"] > agreement["ft"]["prediction_agreement"]
     assert agreement["qat"]["spike_agreement"] > agreement["ft"]["spike_agreement"]
+    # float parity holds for the fine-tuned model too: the Lava float graph gets its rounded input
+    assert sdr(["simulate", str(qat), "--precision", "float"]) == 0
+    float_eval = json.loads((qat / "lava_eval_float.json").read_text())["emulator"]
+    assert float_eval["spike_agreement"] == 1.0 and float_eval["prediction_agreement"] == 1.0
     # the fine-tuned float model is the dequantised fixed-point network
     cfg, task, model = load_run(qat)
     assert cfg.model.input_step > 0
