@@ -120,7 +120,7 @@ class OptimConfig:
     grad_clip: clip the global gradient norm to this (null: no clipping).
     """
 
-    lr: float = 3e-3
+    lr: float = 1e-2
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: Optional[float] = 1.0
     schedule: str = "cosine"
@@ -139,6 +139,9 @@ class TrainConfig:
         tasks, else frame accuracy; ties broken by the loss) picks the best epoch; see
         :mod:`spiking_deepr.stopping`.
     min_delta: a new best must beat the best metric by more than this (or tie it with a lower loss).
+    early_stop_from: early stopping may end a run only after this fraction of the step budget: LSTMs
+        on GunPoint sit on a loss plateau for ~300 steps before they learn, which a patience alone
+        mistakes for convergence.
     sequence_loss: for sequence tasks (one label per sequence), cross entropy on the pooled logits; false:
         cross entropy on every valid frame with the sequence's label.
     pooling: how a sequence task's frame logits become one sequence score, for the sequence loss and
@@ -152,13 +155,14 @@ class TrainConfig:
     max_batches_per_epoch: cap for quick runs (None: the whole training set).
     """
 
-    epochs: int = 10
-    max_steps: Optional[int] = None
-    patience: Optional[int] = 10
+    epochs: int = 1000
+    max_steps: Optional[int] = 1500
+    patience: Optional[int] = 20
     min_delta: float = 0.0
+    early_stop_from: float = 0.5
     sequence_loss: bool = True
     pooling: str = "mean"
-    batch_size: int = 32
+    batch_size: int = 16
     length_pool: Optional[int] = 8
     eval_batch_size: int = 64
     seed: int = 0
@@ -276,6 +280,7 @@ def validate(cfg: DictConfig) -> None:
     _require(t.max_steps is None or t.max_steps >= 1, "train.max_steps", ">= 1 or null", t.max_steps)
     _require(t.patience is None or t.patience >= 1, "train.patience", ">= 1 or null", t.patience)
     _require(t.min_delta >= 0, "train.min_delta", ">= 0", t.min_delta)
+    _require(0 <= t.early_stop_from <= 1, "train.early_stop_from", "a fraction in [0, 1]", t.early_stop_from)
     _require(t.pooling in POOLINGS, "train.pooling", f"one of {POOLINGS}", t.pooling)
     _require(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
     _require(t.length_pool is None or t.length_pool >= 1, "train.length_pool", ">= 1 or null", t.length_pool)

@@ -456,7 +456,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
         improved = eligible and stopping.update(epoch + 1, valid[monitor], valid["loss"])
         if improved:
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        stop_reason = "early_stopping" if stopping.should_stop else budget_spent
+        may_stop = step >= t.early_stop_from * budget.steps
+        stop_reason = "early_stopping" if stopping.should_stop and may_stop else budget_spent
         record = {"epoch": epoch + 1, "step": step, "lr": cfg.optim.lr * budget.lr_factor(step - 1), **stats,
                   "valid_loss": valid["loss"], "valid_frame_accuracy": valid["frame_accuracy"],
                   "valid_sequence_accuracy": valid["sequence_accuracy"], "best": improved,
