@@ -7,7 +7,7 @@ from spiking_deepr.config import ConfigError, load_config
 def test_defaults_and_dotlist():
     cfg = load_config(["rewiring.connectivity=0.05", "train.epochs=3", "model=lsnn"])
     assert cfg.rewiring.connectivity == 0.05 and cfg.train.epochs == 3
-    assert cfg.model.kind == "lsnn" and cfg.model.n_alif == 100  # from conf/model/lsnn.yaml
+    assert cfg.model.kind == "lsnn" and cfg.model.n_alif == 32  # from conf/model/lsnn.yaml
 
 
 def test_presets_load():
