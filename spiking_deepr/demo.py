@@ -51,7 +51,7 @@ def demo(overrides: List[str] = ()) -> dict:
         finetune(run_dir, qat_dir, qat=True, epochs=2)
     lava = {}
     for precision in ("float", "fixed"):
-        print(f"[demo] {precision} point: the emulator on the whole test split, Lava on {samples} test utterances")
+        print(f"[demo] {'floating' if precision == 'float' else 'fixed'} point: the emulator on the whole test split, Lava on {samples} test utterances")
         simulate_run(qat_dir, precision, "emulator", progress=False)
         lava[precision] = simulate_run(qat_dir, precision, "lava", samples, progress=False)
     lava_float, lava_fixed = lava["float"], lava["fixed"]
@@ -82,10 +82,10 @@ def demo(overrides: List[str] = ()) -> dict:
     print(f"  after quantisation-aware fine-tuning ({qat_dir}):")
     for name, r in (("float", lava_float), ("fixed", lava_fixed)):
         e, v = r["emulator"], r["lava"]
-        print(f"  {name:<5} point, whole test split ({e['sequences']} utterances, emulator): frame accuracy "
+        print(f"  {'floating' if name == 'float' else 'fixed':<8} point, whole test split ({e['sequences']} utterances, emulator): frame accuracy "
               f"{e['frame_accuracy']:.3f} vs PyTorch {e['torch_frame_accuracy']:.3f}; predictions equal "
               f"{e['prediction_agreement']:.1%}, spikes equal {e['spike_agreement']:.2%}")
-        print(f"        Lava on {v['sequences']} utterances: equal to the emulator: {v['equal_to_emulator']}; "
+        print(f"           Lava on {v['sequences']} utterances: equal to the emulator: {v['equal_to_emulator']}; "
               f"{v['steps_per_second']:.0f} steps/s")
     print("  " + cost_line(report["cost_per_inference"]))
     print(f"  report: {run_dir / 'report.json'}")
