@@ -32,6 +32,8 @@ import time
 import warnings
 from pathlib import Path
 
+from spiking_deepr.checkpoint import dumps_strict  # stdlib only: imports no torch
+
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_train.json"
 TRAININGS = (("deepr", 0.01), ("deepr", 0.1), ("dense", 1.0))
 MODELS = ("lstm", "lsnn")
@@ -111,7 +113,7 @@ def run_epoch(size: str, model_name: str, algorithm: str, connectivity: float, t
 
 
 def _child(spec: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", dumps_strict(spec)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=os.getcwd())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -137,7 +139,7 @@ def main(argv=None):
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(run_epoch(**json.loads(args.child))))
+        print(dumps_strict(run_epoch(**json.loads(args.child))))
         return None
 
     rows, tasks = [], {}
@@ -180,7 +182,7 @@ def main(argv=None):
                 load_average=os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(meta=meta, summary=summary, runs=rows), indent=2))
+    tmp.write_text(dumps_strict(dict(meta=meta, summary=summary, runs=rows), indent=2))
     tmp.replace(args.out)
     print(f"\n{meta}\n")
     print("| corpus | model | training | active connections | epoch (s) | frames/s | speed-up vs dense (range) | "

@@ -44,13 +44,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            kept = f"; the previous {path.name} is kept" if path.exists() else ""
-            raise DiskFullError(f"no space left on device writing {path} "
-                                f"({len(data):,} bytes){kept}") from None
+        _discard(tmp, path, err, f" ({len(data):,} bytes)")
         raise
+
+
+def _discard(tmp: str, path: Path, err: BaseException, size: str = "") -> None:
+    """Remove the temporary file of a failed atomic write; a full disk becomes :class:`DiskFullError`."""
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise DiskFullError(f"no space left on device writing {path}{size}{kept}") from None
 
 
 def strict_json(obj: Any) -> Any:
@@ -82,9 +86,8 @@ def atomic_write_file(path: Path, write_to) -> None:
     try:
         write_to(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as err:
+        _discard(tmp, path, err)
         raise
 
 
