@@ -86,7 +86,7 @@ def finetune(run_dir: Path, out_dir: Optional[Path] = None, qat: bool = True, ep
     for epoch in range(epochs):
         stats, step = _train_epoch(cfg, task, model, opts, epoch, step, budget, fold, dist)
         valid = evaluate_run(cfg, model, task, "valid")
-        history.append({"epoch": epoch + 1, "step": step, "lr": cfg.optim.lr, **stats,
+        history.append({"epoch": epoch + 1, "step": step, "lr": cfg.optim.lr * budget.lr_factor(step - 1), **stats,
                         "valid_loss": valid["loss"], "valid_frame_accuracy": valid["frame_accuracy"],
                         "valid_sequence_accuracy": valid["sequence_accuracy"], "best": epoch == epochs - 1,
                         "active": {n: m.nnz for n, m in mats.items()},
