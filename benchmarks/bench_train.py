@@ -58,6 +58,9 @@ class _TimedDataset:
     def __len__(self):
         return len(self.dataset)
 
+    def __getattr__(self, name):  # lengths etc. of the wrapped dataset
+        return getattr(self.dataset, name)
+
     def __getitem__(self, i):
         t0 = time.perf_counter()
         item = self.dataset[i]

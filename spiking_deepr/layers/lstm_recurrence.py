@@ -92,18 +92,20 @@ class _LSTMRecurrence(torch.autograd.Function):
                        bias.detach().to(dtype).contiguous().numpy(), zero, GX.numpy())
         A = torch.empty(T, G, B, dtype=dtype)
         Cs, TC, Hs = (torch.empty(T, H, B, dtype=dtype) for _ in range(3))
-        crow, cols, vals, GX_np, A_np = s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), GX.numpy(), A.numpy()
+        crow, cols, vals, GX_np, A_np, H_np = (s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), GX.numpy(),
+                                               A.numpy(), Hs.numpy())
+        # per-step views made once (view creation is a visible part of a small step's cost)
+        sig_if, g_t, o_t = A[:, :2 * H].unbind(0), A[:, 2 * H:3 * H].unbind(0), A[:, 3 * H:].unbind(0)
+        i_t, f_t = A[:, :H].unbind(0), A[:, H:2 * H].unbind(0)
+        c_t, tc_t, h_t = Cs.unbind(0), TC.unbind(0), Hs.unbind(0)
         for t in range(T):
-            hp = h0n if t == 0 else Hs[t - 1]
-            cp = c0n if t == 0 else Cs[t - 1]
-            lk.recurrent_gates(GX_np[t], hp.numpy(), crow, cols, vals, zero, A_np[t])
-            i, f, g, o = A[t].chunk(4)
-            torch.sigmoid(A[t, :2 * H], out=A[t, :2 * H])
-            torch.tanh(g, out=g)
-            torch.sigmoid(o, out=o)
-            torch.mul(f, cp, out=Cs[t]).addcmul_(i, g)  # c = f c[t-1] + i g
-            torch.tanh(Cs[t], out=TC[t])
-            torch.mul(o, TC[t], out=Hs[t])
+            lk.recurrent_gates(GX_np[t], h0n.numpy() if t == 0 else H_np[t - 1], crow, cols, vals, zero, A_np[t])
+            sig_if[t].sigmoid_()
+            g_t[t].tanh_()
+            o_t[t].sigmoid_()
+            torch.mul(f_t[t], c0n if t == 0 else c_t[t - 1], out=c_t[t]).addcmul_(i_t[t], g_t[t])  # f c[t-1] + i g
+            torch.tanh(c_t[t], out=tc_t[t])
+            torch.mul(o_t[t], tc_t[t], out=h_t[t])
         ctx.save_for_backward(A, Cs, TC, Hs, h0n, c0n, XT, vi[s_ih.perm_t], vh[s_hh.perm_t])
         ctx.structures = (s_ih, s_hh)
         return _swap(Hs), _swap(Cs[-1])
