@@ -185,15 +185,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _train(args) -> int:
     from .config import load_config
-    from .train import train
+    from .train import shutdown_distributed, train
 
-    if args.resume:
-        if args.overrides:
-            print("sdr train: --resume continues a run with its saved config; overrides are not allowed", file=sys.stderr)
-            return 2
-        summary = train(resume=Path(args.resume))
-    else:
-        summary = train(load_config(args.overrides))
+    if args.resume and args.overrides:
+        print("sdr train: --resume continues a run with its saved config; overrides are not allowed", file=sys.stderr)
+        return 2
+    try:
+        summary = train(resume=Path(args.resume)) if args.resume else train(load_config(args.overrides))
+    finally:
+        shutdown_distributed()
     _print_summary(summary)
     return 0
 

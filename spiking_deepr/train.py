@@ -353,6 +353,13 @@ class Distributed:
             torch.distributed.barrier()
 
 
+def shutdown_distributed() -> None:
+    """Destroy the torchrun process group before the interpreter exits: left to exit handlers, gloo's
+    threads can abort a rank ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def new_run_dir(cfg: DictConfig) -> Path:
     if cfg.run.dir:
         return Path(cfg.run.dir)

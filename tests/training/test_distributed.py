@@ -12,7 +12,7 @@ from .test_train import QUICK
 @pytest.mark.slow
 def test_torchrun_two_processes_keep_identical_connectivity(tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "spiking_deepr.cli", "train", *QUICK, "train.epochs=2", "train.threads=1",
            "rewiring.temperature=0.05", "rewiring.l1=1.0", "rewiring.global_budget=true", f"run.dir={run}"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
