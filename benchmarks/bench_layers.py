@@ -31,7 +31,6 @@ layer (see the LSTM row at 2 threads). Compare settings with ``--threads 1 2``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time

@@ -21,9 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spiking_deepr.checkpoint import atomic_write_json, dumps_strict
-
 from spiking_deepr.checkpoint import dumps_strict
+
 
 RECIPE = ["preset=demo", "model.readout=linear", "model.readout_tau_mem_inv=null", "model.readout_tau_syn_inv=null",
           "model.readout_connectivity=1.0", "model.hidden=[1024]", "model.n_alif=256", "rewiring.connectivity=0.115",

@@ -21,7 +21,7 @@ output, its recurrent matrix by its own output, the readout by the last layer's 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 

@@ -143,18 +143,24 @@ def _rec_names(g: _Graph, neuron: str) -> Tuple[str, ...]:
     return tuple(w for w in g.succ[neuron] if g.succ[w] == [neuron] and g.pred[w] == [neuron])
 
 
-def _lif_layer(g: _Graph, name: str, w_in: np.ndarray, dt: float, index: int) -> LIFLayerSpec:
+def _time_constants(g: _Graph, name: str, dt: float):
+    """(tau_syn, tau_mem, input scale) of a current-based node (CubaLIF/CubaLI: r * w_in * dt/tau_syn)
+    or a plain one (LIF/LI: no synapse, tau_syn = dt, scale r); times in seconds."""
     import nir
 
     node = g.nodes[name]
-    n = w_in.shape[0]
     r = _arr(node, "r")
-    if isinstance(node, nir.CubaLIF):
+    if isinstance(node, (nir.CubaLIF, nir.CubaLI)):
         tau_syn, tau_mem = _scalar(name, node, "tau_syn"), _scalar(name, node, "tau_mem")
-        scale = r * _arr(node, "w_in") * (dt / tau_syn)
-    else:
-        tau_syn, tau_mem = dt, _scalar(name, node, "tau")
-        scale = r
+        return tau_syn, tau_mem, r * _arr(node, "w_in") * (dt / tau_syn)
+    return dt, _scalar(name, node, "tau"), r
+
+
+def _lif_layer(g: _Graph, name: str, w_in: np.ndarray, dt: float, index: int) -> LIFLayerSpec:
+
+    node = g.nodes[name]
+    n = w_in.shape[0]
+    tau_syn, tau_mem, scale = _time_constants(g, name, dt)
     for field, tau in (("tau_syn", tau_syn), ("tau_mem", tau_mem)):
         if not (tau > 0 and dt / tau <= 1.0):
             raise NIRImportError(f"node {name!r}: need {field} >= dt = {dt} s for a stable Euler step, found "
@@ -190,13 +196,7 @@ def _readout(g: _Graph, wname: str, nxt: str, out: str, dt: float) -> ReadoutSpe
                              f"{type(node).__name__}")
     w, _ = g.weight(wname, allow_bias=False)
     C = w.shape[0]
-    r = _arr(node, "r")
-    if isinstance(node, nir.CubaLI):
-        tau_syn, tau_mem = _scalar(nxt, node, "tau_syn"), _scalar(nxt, node, "tau_mem")
-        scale = r * _arr(node, "w_in") * (dt / tau_syn)
-    else:
-        tau_syn, tau_mem = dt, _scalar(nxt, node, "tau")
-        scale = r
+    tau_syn, tau_mem, scale = _time_constants(g, nxt, dt)
     bias = np.zeros(C)
     after = g.next_of(nxt)
     if after != out:

@@ -6,7 +6,6 @@ A DEEP R step changes a few hundred of K ~ 10⁵ entries, so these passes are wh
 from __future__ import annotations
 
 import numba as nb
-import numpy as np
 
 _jit = dict(cache=True, boundscheck=False, nogil=True)
 
