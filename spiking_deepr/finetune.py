@@ -25,7 +25,7 @@ import torch
 from .checkpoint import atomic_write_bytes, atomic_write_json, dumps_strict, save_checkpoint
 from .config import to_yaml
 from .errors import UserFileExistsError
-from .rundir import ensure_writable
+from .rundir import RunLock
 from .train import (FORMAT, STATS_FILE, Budget, Distributed, Optimizers, _epoch_line, _train_epoch, evaluate_run,
                     load_run, monitored_metric, plot_run)
 
@@ -34,12 +34,17 @@ def finetune(run_dir: Path, out_dir: Optional[Path] = None, qat: bool = True, ep
              lr: Optional[float] = None, calib_samples: int = 64) -> Dict:
     """Fine-tune the run in ``run_dir`` (its best weights) into ``out_dir`` (default
     ``<run_dir>_qat`` / ``_ft``). lr: Adam learning rate (default: a third of the run's).
-    Returns the summary dict (also ``summary.json``)."""
+    Returns the summary dict (also ``summary.json``). ``out_dir`` is locked for the whole fine-tuning
+    (:class:`~spiking_deepr.rundir.RunLock`, which also checks it is writable before any work)."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir.with_name(run_dir.name + ("_qat" if qat else "_ft"))
-    if (out_dir / "checkpoint.pt").exists():
-        raise UserFileExistsError(f"{out_dir} already holds a run; choose another --out")
-    ensure_writable(out_dir)  # before the fine-tuning whose result could not be saved
+    with RunLock(out_dir):
+        if (out_dir / "checkpoint.pt").exists():
+            raise UserFileExistsError(f"{out_dir} already holds a run; choose another --out")
+        return _finetune(run_dir, out_dir, qat, epochs, lr, calib_samples)
+
+
+def _finetune(run_dir: Path, out_dir: Path, qat: bool, epochs: int, lr: Optional[float], calib_samples: int) -> Dict:
     cfg, task, model = load_run(run_dir)
     t = cfg.train
     if t.threads:

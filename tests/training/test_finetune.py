@@ -109,3 +109,16 @@ def test_qat_refuses_lstm(tmp_path):
     train(load_config(["task=smoke", "task.size=tiny", "model=lstm", "model.hidden=[8]", "train.epochs=1",
                        "train.max_batches_per_epoch=1", "train.progress=false", f"run.dir={run}"]))
     assert sdr(["finetune", str(run), "--qat", "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_finetune_refuses_an_output_directory_held_by_another_run(trained, tmp_path, capsys):
+    """The fine-tuning's output directory is locked like a training run's: while another process
+    holds it, `sdr finetune` refuses with one line (exit 2) and writes nothing there."""
+    from spiking_deepr.rundir import RunLock
+
+    out = tmp_path / "held"
+    with RunLock(out):  # a separate open file description: conflicts like another process would
+        assert sdr(["finetune", str(trained), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is in use by another run" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
