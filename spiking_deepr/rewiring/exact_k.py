@@ -72,12 +72,19 @@ class MatrixOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
-        if "rng_state" not in state_dict:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: missing key 'rng_state' "
-                             f"(not a {type(self).__name__} state)")
+        require_keys(self, state_dict, "rng_state")
         rng = state_dict.pop("rng_state")
         super().load_state_dict(state_dict)
         self.generator.set_state(rng)
+
+
+def require_keys(optimizer: torch.optim.Optimizer, state_dict: dict, *keys: str) -> None:
+    """Raise ValueError naming the first of ``keys`` missing from ``optimizer``'s state dict (a
+    checkpoint of another optimizer class)."""
+    name = type(optimizer).__name__
+    for key in keys:
+        if key not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: missing key {key!r} (not a {name} state)")
 
 
 class ExactKOptimizer(MatrixOptimizer):
@@ -186,9 +193,7 @@ class ExactKOptimizer(MatrixOptimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
         name = type(self).__name__
-        for key in ("rng_state", "global_budget", "total_budget"):
-            if key not in state_dict:
-                raise ValueError(f"{name}.load_state_dict: missing key {key!r} (not a {name} state)")
+        require_keys(self, state_dict, "rng_state", "global_budget", "total_budget")
         if state_dict["global_budget"] != self.global_budget:
             raise ValueError(f"{name}.load_state_dict: checkpoint has global_budget={state_dict['global_budget']}, "
                              f"this optimizer {self.global_budget}")

@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from .exact_k import ExactKOptimizer, MatrixGroups, adam_direction
+from .exact_k import ExactKOptimizer, MatrixGroups, adam_direction, require_keys
 
 
 class SET(ExactKOptimizer):
@@ -86,9 +86,7 @@ class SET(ExactKOptimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
-        if "steps" not in state_dict:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: missing key 'steps' (not a "
-                             f"{type(self).__name__} state)")
+        require_keys(self, state_dict, "steps")
         steps = state_dict.pop("steps")
         super().load_state_dict(state_dict)
         self.steps = int(steps)
