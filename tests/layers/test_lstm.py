@@ -7,7 +7,7 @@ from spiking_deepr.layers import LSTMState, SparseLSTM
 D = torch.float64
 
 
-def _torch_lstm(layer: SparseLSTM, masked: bool = False):
+def _torch_lstm(layer: SparseLSTM):
     ref = torch.nn.LSTM(layer.input_size, layer.hidden_size).double()
     w_ih, w_hh = layer.dense_weights()
     with torch.no_grad():
