@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -571,10 +571,37 @@ def epoch_batches(lengths, batch_size: int, length_pool: Optional[int], gen: tor
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
+class EpochClock:
+    """Wall seconds per section of :func:`_train_epoch`, summed over its batches (for benchmarks):
+    ``data`` (dataset items and batch collation), ``forward`` (model and loss), ``backward``
+    (zero_grad and backpropagation), ``optimizer`` (gradient checks, clipping, lr, optimizer and
+    rewiring steps)."""
+
+    SECTIONS = ("data", "forward", "backward", "optimizer")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.SECTIONS, 0.0)
+
+    @contextmanager
+    def __call__(self, section: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[section] += time.perf_counter() - t0
+
+
+def _no_clock(section: str):
+    return nullcontext()
+
+
 def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budget: Budget, fold,
-                 dist: Distributed):
-    """One pass over the training set (cut short where the step budget ends) -> (stats, step after it)."""
+                 dist: Distributed, clock: Optional[EpochClock] = None):
+    """One pass over the training set (cut short where the step budget ends) -> (stats, step after it).
+
+    ``clock``: an :class:`EpochClock` that receives the time of each section (None: not timed)."""
     t = cfg.train
+    section = _no_clock if clock is None else clock
     gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)  # the epoch's data order, resumable
     batches = epoch_batches(task.train.lengths, t.batch_size, t.length_pool, gen)
     batches = batches[: min(budget.per_epoch, budget.steps - step)]
@@ -584,7 +611,8 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budg
     names = {id(p): name for name, p in model.named_parameters()}
     for idx in _progress(batches, t.progress and dist.main, f"epoch {epoch + 1}/{t.epochs}"):
         idx = idx[dist.rank::dist.world] or idx[:1]
-        batch = collate_time_major([task.train[i] for i in idx])
+        with section("data"):
+            batch = collate_time_major([task.train[i] for i in idx])
 
         def forward_loss(batch=batch):
             logits = model(batch.x, batch.lengths)
@@ -593,21 +621,25 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budg
                 loss = loss + t.firing_rate_weight * model.firing_rate_loss(t.firing_rate_target)
             return loss, counts
 
-        loss, counts = forward_loss()
-        if not torch.isfinite(loss):
-            raise _diverged(cfg, epoch, step, f"the loss is {float(loss.detach())}")
-        for o in opts.all():
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        dist.average_gradients(params)
-        bad = _first_nonfinite(params, "grad")
-        if bad is not None:  # checked before any optimizer step: a NaN never reaches the rewiring budget
-            raise _diverged(cfg, epoch, step, f"the gradient of {names.get(id(bad), 'a parameter')} is not finite")
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.optim.grad_clip)
-        set_lr(opts.all(), cfg.optim.lr * budget.lr_factor(step))
-        for o in opts.all():  # RigL re-evaluates the batch to read dense gradients at its updates
-            o.step(lambda: forward_loss()[0]) if isinstance(o, RigL) else o.step()
+        with section("forward"):
+            loss, counts = forward_loss()
+            if not torch.isfinite(loss):
+                raise _diverged(cfg, epoch, step, f"the loss is {float(loss.detach())}")
+        with section("backward"):
+            for o in opts.all():
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            dist.average_gradients(params)
+        with section("optimizer"):
+            bad = _first_nonfinite(params, "grad")
+            if bad is not None:  # checked before any optimizer step: a NaN never reaches the rewiring budget
+                raise _diverged(cfg, epoch, step,
+                                f"the gradient of {names.get(id(bad), 'a parameter')} is not finite")
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.optim.grad_clip)
+            set_lr(opts.all(), cfg.optim.lr * budget.lr_factor(step))
+            for o in opts.all():  # RigL re-evaluates the batch to read dense gradients at its updates
+                o.step(lambda: forward_loss()[0]) if isinstance(o, RigL) else o.step()
         step += 1
         rewired += sum(getattr(opts.sparse, "last_rewired", ()))
         total.add(counts)

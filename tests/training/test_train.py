@@ -251,3 +251,25 @@ def test_killed_process_resumes_to_the_same_result(tmp_path):
     a = json.loads((clean / "summary.json").read_text())
     b = json.loads((killed / "summary.json").read_text())
     assert a["test"] == b["test"] and a["layers"] == b["layers"]
+
+
+def test_epoch_clock_times_sections_without_changing_training():
+    """`_train_epoch` with an EpochClock trains exactly as without one (same loss, same weights) and
+    records every section, the sections together within the epoch's wall time."""
+    cfg = load_config([*QUICK, "train.epochs=1"])
+    results = []
+    for clock in (None, train_module.EpochClock()):
+        task = train_module.build_run_task(cfg)
+        model = train_module.build_model(cfg, task)
+        opts = train_module.build_optimizers(cfg, model)
+        budget = train_module.Budget.of(cfg, task)
+        t0 = time.perf_counter()
+        stats, step = train_module._train_epoch(cfg, task, model, opts, 0, 0, budget, None,
+                                                train_module.Distributed(), clock)
+        results.append((stats, step, model.state_dict(), clock, time.perf_counter() - t0))
+    (stats, step, weights, _, _), (stats_c, step_c, weights_c, clock, wall) = results
+    assert stats == stats_c and step == step_c == 3
+    assert all(torch.equal(weights[k], weights_c[k]) for k in weights)
+    assert set(clock.seconds) == set(train_module.EpochClock.SECTIONS)
+    assert all(s > 0 for s in clock.seconds.values())
+    assert sum(clock.seconds.values()) <= wall
