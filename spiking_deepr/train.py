@@ -515,6 +515,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
         "algorithm": cfg.rewiring.algorithm,
         "rewiring": rewiring_settings(cfg),
         "connectivity": connectivity_summary(cfg, model),
+        "rewiring_activity": rewiring_activity(model, history),
         "model": cfg.model.kind,
         "task": cfg.task.name,
         "world_size": dist.world,
@@ -606,7 +607,8 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budg
     batches = epoch_batches(task.train.lengths, t.batch_size, t.length_pool, gen)
     batches = batches[: min(budget.per_epoch, budget.steps - step)]
     model.train()
-    total, rewired = Counts(), 0
+    total = Counts()
+    rewired = [0] * len(getattr(opts.sparse, "last_rewired", ()))  # removed (= regrown) per matrix
     params = [p for o in opts.all() for g in o.param_groups for p in g["params"]]
     names = {id(p): name for name, p in model.named_parameters()}
     for idx in _progress(batches, t.progress and dist.main, f"epoch {epoch + 1}/{t.epochs}"):
@@ -641,11 +643,31 @@ def _train_epoch(cfg, task, model, opts: Optimizers, epoch: int, step: int, budg
             for o in opts.all():  # RigL re-evaluates the batch to read dense gradients at its updates
                 o.step(lambda: forward_loss()[0]) if isinstance(o, RigL) else o.step()
         step += 1
-        rewired += sum(getattr(opts.sparse, "last_rewired", ()))
+        for i, n in enumerate(getattr(opts.sparse, "last_rewired", ())):
+            rewired[i] += n
         total.add(counts)
     m = total.metrics(task.sequence_task)
     return {"train_loss": m["loss"], "train_frame_accuracy": m["frame_accuracy"],
-            "train_sequence_accuracy": m["sequence_accuracy"], "rewired": rewired, "batches": len(batches)}, step
+            "train_sequence_accuracy": m["sequence_accuracy"], "rewired": sum(rewired),
+            "rewired_per_matrix": _per_matrix_names(model, opts.sparse, rewired), "batches": len(batches)}, step
+
+
+def _per_matrix_names(model: SequenceModel, optimizer, values: List[int]) -> Dict[str, int]:
+    """``values`` (one per matrix of a rewiring optimizer, in its order) keyed by the model's matrix names."""
+    if not values:
+        return {}
+    names = {id(m): name for name, m in model.sparse_matrices().items()}
+    return {names[id(m)]: int(v) for m, v in zip(optimizer.matrices(), values)}
+
+
+def rewiring_activity(model: SequenceModel, history: List[Dict]) -> Dict:
+    """How much the topology moved over a run: connections rewired (removed and regrown) in all and per
+    matrix, and per matrix the budget K it was built with next to its final active count (under a
+    global budget the difference is what migrated between matrices)."""
+    per = {name: {"rewired": sum(h.get("rewired_per_matrix", {}).get(name, 0) for h in history),
+                  "built_with": m.budget, "final_active": m.nnz}
+           for name, m in model.sparse_matrices().items()}
+    return {"rewired_total": sum(h["rewired"] for h in history), "per_matrix": per}
 
 
 def _first_nonfinite(tensors, attr: Optional[str] = None) -> Optional[torch.Tensor]:

@@ -50,6 +50,14 @@ def test_run_directory_contents(tmp_path):
     assert {"train_loss", "valid_frame_accuracy", "connectivity", "rewired"} <= set(rows[0])
     # DEEP R (global budget by default) kept the total number of connections
     assert sum(rows[0]["active"].values()) == sum(rows[1]["active"].values())
+    # the rewiring diagnostic adds up: per epoch and per matrix, and the final K per matrix is the model's
+    activity = on_disk["rewiring_activity"]
+    per = activity["per_matrix"]
+    assert activity["rewired_total"] == sum(r["rewired"] for r in rows) > 0
+    assert sum(v["rewired"] for v in per.values()) == activity["rewired_total"]
+    assert all(sum(r["rewired_per_matrix"].values()) == r["rewired"] for r in rows)
+    assert {name: v["final_active"] for name, v in per.items()} == rows[-1]["active"]
+    assert sum(v["final_active"] for v in per.values()) == sum(v["built_with"] for v in per.values())
 
 
 class ScriptedValid:
@@ -159,6 +167,8 @@ def test_every_algorithm_runs_from_its_defaults(tmp_path, algorithm):
     assert summary["rewiring"]["algorithm"] == algorithm and None not in summary["rewiring"].values()
     assert conn["readout"]["in_budget"] is False and conn["per_matrix"]["readout"]["connectivity"] == 1.0
     assert conn["trainable_connections"] == sum(v["active"] for v in conn["per_matrix"].values())
+    if algorithm in ("fixed", "dense", "magnitude_pruning"):  # nothing regrows
+        assert summary["rewiring_activity"]["rewired_total"] == 0
     if algorithm == "dense":
         assert conn["requested"] == conn["measured"] == 1.0
     elif algorithm != "soft_deepr":  # exact budgets (pruning reaches it by the middle of the run)
