@@ -139,6 +139,9 @@ class TrainConfig:
         tasks, else frame accuracy; ties broken by the loss) picks the best epoch; see
         :mod:`spiking_deepr.stopping`.
     min_delta: a new best must beat the best metric by more than this (or tie it with a lower loss).
+    loss_min_delta: the validation loss counts as progress for the patience only when it falls more
+        than this below the last loss that counted (a tie on the metric with a lower loss still becomes
+        the best epoch, without resetting the patience); see :mod:`spiking_deepr.stopping`.
     early_stop_from: early stopping may end a run only after this fraction of the step budget: LSTMs
         on GunPoint sit on a loss plateau for ~300 steps before they learn, which a patience alone
         mistakes for convergence.
@@ -159,6 +162,7 @@ class TrainConfig:
     max_steps: Optional[int] = 1500
     patience: Optional[int] = 20
     min_delta: float = 0.0
+    loss_min_delta: float = 0.01
     early_stop_from: float = 0.5
     sequence_loss: bool = True
     pooling: str = "mean"
@@ -280,6 +284,7 @@ def validate(cfg: DictConfig) -> None:
     _require(t.max_steps is None or t.max_steps >= 1, "train.max_steps", ">= 1 or null", t.max_steps)
     _require(t.patience is None or t.patience >= 1, "train.patience", ">= 1 or null", t.patience)
     _require(t.min_delta >= 0, "train.min_delta", ">= 0", t.min_delta)
+    _require(t.loss_min_delta >= 0, "train.loss_min_delta", ">= 0", t.loss_min_delta)
     _require(0 <= t.early_stop_from <= 1, "train.early_stop_from", "a fraction in [0, 1]", t.early_stop_from)
     _require(t.pooling in POOLINGS, "train.pooling", f"one of {POOLINGS}", t.pooling)
     _require(t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
@@ -305,6 +310,9 @@ def validate(cfg: DictConfig) -> None:
     _require(k.features in FEATURE_DIMS, "task.features", f"one of {tuple(FEATURE_DIMS)}", k.features)
     _require(k.label_set in LABEL_SETS, "task.label_set", f"one of {LABEL_SETS}", k.label_set)
     _require(0 < k.valid_fraction < 1, "task.valid_fraction", "a fraction in (0, 1)", k.valid_fraction)
+    _require(k.valid_min_per_class >= 1, "task.valid_min_per_class", ">= 1", k.valid_min_per_class)
+    _require(k.frame_stack is None or k.frame_stack >= 1, "task.frame_stack", ">= 1 or null", k.frame_stack)
+    _require(k.frame_stack_target >= 1, "task.frame_stack_target", ">= 1", k.frame_stack_target)
     _require(k.max_frames is None or k.max_frames >= 1, "task.max_frames", ">= 1 or null", k.max_frames)
     try:
         OmegaConf.to_object(cfg.model)  # ModelConfig.__post_init__ checks the architecture

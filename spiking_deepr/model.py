@@ -89,6 +89,8 @@ class ModelConfig:
             next layer, sparse readout). Input-feature signs stay random. Not for LSTMs.
         excitatory_fraction: fraction of excitatory neurons under ``dale``.
         lstm_budget: ``"joint"`` (one matrix over the four gates) | ``"per_gate"`` (four).
+        lstm_forget_bias: initial forget-gate bias of LSTMs (null: torch's uniform init), dense and sparse
+            alike; 1.0 (Jozefowicz et al. 2015; README "Default configurations").
         init_gain: multiplies the default initialisation std (1/sqrt(fan-in) of the dense matrix
             each SparseMatrix replaces).
     Input quantisation (what a fixed-point chip receives; set by ``sdr finetune --qat``)
@@ -131,6 +133,7 @@ class ModelConfig:
     dale: bool = False
     excitatory_fraction: float = 0.8
     lstm_budget: str = "joint"
+    lstm_forget_bias: Optional[float] = 1.0
     init_gain: float = 1.0
     input_step: Optional[float] = None
     input_bits: int = 8
@@ -264,7 +267,7 @@ class SequenceModel(nn.Module):
         if cfg.kind == "lstm":
             return SparseLSTM(n_in, h, budget=cfg.lstm_budget, input_connectivity=cfg.conn("input"),
                               recurrent_connectivity=cfg.conn("recurrent"), fan_in_cap=cfg.fan_in_cap,
-                              init_std=cfg.init_gain / h ** 0.5, seed=seed)
+                              init_std=cfg.init_gain / h ** 0.5, forget_bias=cfg.lstm_forget_bias, seed=seed)
         p = LIFParameters(torch.as_tensor(cfg.tau_syn_inv), torch.as_tensor(cfg.tau_mem_inv),
                           torch.as_tensor(cfg.v_leak), torch.as_tensor(cfg.v_th), torch.as_tensor(cfg.v_reset),
                           cfg.surrogate, cfg.alpha())

@@ -416,7 +416,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
     model = build_model(cfg, task)
     budget = Budget.of(cfg, task)
     opts = build_optimizers(cfg, model, budget.steps)
-    stopping = EarlyStopping(t.patience, t.min_delta)
+    stopping = EarlyStopping(t.patience, t.min_delta, t.loss_min_delta)
     history: List[Dict] = []
     start_epoch, step, stop_reason = 0, 0, None
     best_state = None

@@ -162,8 +162,18 @@ class TaskConfig:
         allow_partial: accept an incomplete TIMIT corpus (missing dialect regions, listed speakers or .PHN
             files are skipped with a warning instead of raising).
         valid_fraction: fraction of ``train.npz`` held out (seeded) when an npz directory has no ``valid.npz``.
+        valid_min_per_class: ``npz`` with one label per sequence: the hold-out is stratified by class and
+            holds at least this many sequences of each class (GunPoint: 10 of 50 instead of 5, so early
+            stopping is not decided by 5 sequences that every run gets right).
+        frame_stack: ``npz`` sequence tasks: stack non-overlapping windows of this many frames into one
+            frame (``k * F`` features; lossless); null: automatic, the smallest k that brings the longest
+            training sequence to at most ``frame_stack_target`` frames (PLAID's 1,344 samples -> k = 11).
+            1 disables it.
         normalize: ``npz``: standardise every input feature with its mean and standard deviation over the
             valid frames of the training split (after the validation hold-out); false: inputs as given.
+        sequence_normalize: ``npz`` (default true): first standardise every sequence with its own per-feature mean and std
+            (UCR-style z-normalisation; before ``normalize`` and frame stacking). Removes each sequence's
+            offset and scale (PLAID's currents span four orders of magnitude within a class).
         feature_mean, feature_std: ``npz`` standardisation statistics [F] to use instead of computing them.
             Normally null: ``sdr train`` computes them and saves them in the run (``input_stats.json``),
             from where ``--resume``, ``sdr evaluate``, ``convert`` and ``simulate`` take them, so every
@@ -182,7 +192,11 @@ class TaskConfig:
     test_speakers: Optional[List[str]] = None
     allow_partial: bool = False
     valid_fraction: float = 0.1
+    valid_min_per_class: int = 5
+    frame_stack: Optional[int] = None
+    frame_stack_target: int = 128
     normalize: bool = True
+    sequence_normalize: bool = True
     feature_mean: Optional[List[float]] = None
     feature_std: Optional[List[float]] = None
 

@@ -10,7 +10,10 @@ Each file holds:
 * ``n_classes`` (optional): int scalar; otherwise ``1 + max label`` of ``train.npz``;
 * ``class_names`` (optional): str [n_classes].
 
-Without ``valid.npz``, a seeded ``valid_fraction`` of ``train.npz`` (at least one sequence) is held out.
+Without ``valid.npz``, a seeded ``valid_fraction`` of ``train.npz`` is held out; with per-sequence labels
+the hold-out is **stratified** by class: ``valid_fraction`` of every class but at least ``valid_min_per_class``
+sequences (while leaving one in training), so that early stopping on a small set (GunPoint: 50 sequences) sees more
+than a handful of sequences; with frame labels it is a plain seeded 10 % (at least one sequence).
 All files must agree on F, on the label kind and on ``n_classes``; every violation raises ``ValueError``
 naming the file, the field, what was expected and what was found.
 
@@ -18,6 +21,13 @@ Inputs are standardised per feature by default: ``(x - mean) / std`` with the me
 over the valid frames of the *training* split (after the validation hold-out), or with given statistics;
 ``Task.info["feature_mean"]`` / ``["feature_std"]`` hold the values used. Raw features of very different
 scales (PLAID's current spans -22 ... 461 A) otherwise saturate LSTM gates and spiking thresholds.
+
+**Frame stacking** (after standardisation, sequence tasks): non-overlapping windows of ``k`` frames become one
+frame of ``k * F`` features (``stack_frames``; lossless, the last window zero-padded), so a sequence of
+``T`` frames becomes ``ceil(T / k)`` frames and BPTT runs ``k`` times fewer steps. ``frame_stack=None``
+picks the smallest ``k`` that brings the longest training sequence to at most ``frame_stack_target`` frames
+(PLAID: 1,344 samples -> k = 11, <= 123 frames; GunPoint: 150 -> k = 2, 75 frames); ``Task.info`` records
+``frame_stack``. Frame-labelled data is never stacked (its labels are per frame).
 """
 
 from __future__ import annotations
@@ -121,6 +131,48 @@ def _dataset(data: dict[str, np.ndarray], idx: np.ndarray) -> SequenceDataset:
     return SequenceDataset(xs, [y[i, : lengths[i]] for i in idx], None, [str(i) for i in idx])
 
 
+def stack_frames(x: np.ndarray, k: int) -> np.ndarray:
+    """Non-overlapping windows of ``k`` frames as one frame: x [T, F] -> [ceil(T / k), k * F], frame j holding
+    ``x[j*k], ..., x[j*k + k - 1]`` in that order (feature-minor); the last window is zero-padded."""
+    t, f = x.shape
+    n = -(-t // k)
+    padded = np.zeros((n * k, f), dtype=x.dtype)
+    padded[:t] = x
+    return padded.reshape(n, k * f)
+
+
+def auto_frame_stack(max_length: int, target: int) -> int:
+    """The smallest k with ``ceil(max_length / k) <= target``."""
+    return max(1, -(-max_length // target))
+
+
+def stratified_split(labels: np.ndarray, valid_fraction: float, min_per_class: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded class-stratified hold-out -> (train indices, valid indices), both sorted, disjoint.
+
+    Class c (n_c sequences) holds out ``max(round(valid_fraction * n_c), min_per_class)`` sequences, at most
+    ``n_c - 1`` (one always stays in training); if that leaves nothing (every class a single sequence),
+    one random sequence."""
+    rng = np.random.default_rng(seed)
+    valid = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n = min(max(int(round(valid_fraction * len(members))), min_per_class), len(members) - 1)
+        valid.append(rng.permutation(members)[:n])
+    valid = np.concatenate(valid)
+    if len(valid) == 0:
+        valid = rng.permutation(len(labels))[:1]
+    return np.setdiff1d(np.arange(len(labels)), valid), np.sort(valid)
+
+
+def normalize_sequence(x: np.ndarray) -> np.ndarray:
+    """One sequence x [T, F] standardised per feature with its own mean and std over its frames (a constant
+    feature is only centred): the per-series z-normalisation of the UCR archive."""
+    x64 = x.astype(np.float64)
+    std = x64.std(0)
+    return ((x64 - x64.mean(0)) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
+
+
 def feature_statistics(dataset: SequenceDataset) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation [F] (float64) over all frames of ``dataset``; a constant
     feature gets std 1 (it is only centred)."""
@@ -130,10 +182,12 @@ def feature_statistics(dataset: SequenceDataset) -> tuple[np.ndarray, np.ndarray
 
 
 def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int = 0, name: str = "npz",
-                  normalize: bool = True, mean: Optional[Sequence[float]] = None,
-                  std: Optional[Sequence[float]] = None) -> Task:
+                  normalize: bool = True, sequence_normalize: bool = False, mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None, valid_min_per_class: int = 5,
+                  frame_stack: Optional[int] = 1, frame_stack_target: int = 128) -> Task:
     """Load and validate an npz task directory (see module docstring) -> :class:`Task`; with ``normalize``,
-    standardised with ``mean``/``std`` [F] if given, else with the training split's statistics."""
+    standardised with ``mean``/``std`` [F] if given, else with the training split's statistics; then
+    frames stacked by ``frame_stack`` (None: automatic, see module docstring)."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise UserFileNotFoundError(f"npz task directory {directory} does not exist")
@@ -172,11 +226,19 @@ def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int 
     else:
         if n_train < 2:
             raise _err(ref_file, "x", "at least 2 sequences to split off a validation set", f"N={n_train}")
-        perm = np.random.default_rng(seed).permutation(n_train)
-        n_valid = min(max(1, int(round(valid_fraction * n_train))), n_train - 1)
-        train, valid = _dataset(ref, np.sort(perm[n_valid:])), _dataset(ref, np.sort(perm[:n_valid]))
+        if seq_kind:
+            train_idx, valid_idx = stratified_split(ref["y"], valid_fraction, valid_min_per_class, seed)
+        else:
+            perm = np.random.default_rng(seed).permutation(n_train)
+            n_valid = min(max(1, int(round(valid_fraction * n_train))), n_train - 1)
+            train_idx, valid_idx = np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+        train, valid = _dataset(ref, train_idx), _dataset(ref, valid_idx)
     test = _dataset(data["test"], np.arange(len(data["test"]["x"])))
-    info = {"path": str(directory), "valid_from": "valid.npz" if "valid" in data else f"{valid_fraction:.0%} of train.npz"}
+    if sequence_normalize:
+        for ds in (train, valid, test):
+            ds.xs = [normalize_sequence(x) for x in ds.xs]
+    info = {"path": str(directory), "valid_from": "valid.npz" if "valid" in data else
+            (f"{valid_fraction:.0%} of train.npz" + (f", stratified, >= {valid_min_per_class} per class" if seq_kind else ""))}
     if normalize:
         if mean is None or std is None:
             mean, std = feature_statistics(train)
@@ -187,7 +249,17 @@ def load_npz_task(directory: str | Path, valid_fraction: float = 0.1, seed: int 
         for ds in (train, valid, test):
             ds.xs = [((x - mean) / std).astype(np.float32) for x in ds.xs]
         info.update(feature_mean=mean.tolist(), feature_std=std.tolist())
-    return Task(name=name, n_features=int(n_feat), n_classes=n_classes, train=train, valid=valid, test=test,
+    if frame_stack is None:
+        frame_stack = auto_frame_stack(int(ref["x"].shape[1]), frame_stack_target) if seq_kind else 1
+    if frame_stack > 1:
+        if not seq_kind:
+            raise TaskConfigError(f"task.frame_stack: expected 1 (or null) for frame-labelled data "
+                                  f"({ref_file} has y [N, T]), found {frame_stack}")
+        for ds in (train, valid, test):
+            ds.xs = [stack_frames(x, frame_stack) for x in ds.xs]
+            ds.ys = [y[: len(x)] for x, y in zip(ds.xs, ds.ys)]
+    info["frame_stack"] = int(frame_stack)
+    return Task(name=name, n_features=int(n_feat) * int(frame_stack), n_classes=n_classes, train=train, valid=valid, test=test,
                 class_names=class_names, sequence_task=bool(seq_kind), eval_fold=None, n_eval_classes=n_classes,
                 eval_class_names=class_names, info=info)
 
@@ -198,4 +270,6 @@ def build_npz(cfg: TaskConfig) -> Task:
         raise TaskConfigError("task.path: expected a directory with train.npz and test.npz for task.name=npz, "
                               "found null")
     return load_npz_task(cfg.path, valid_fraction=cfg.valid_fraction, seed=cfg.seed, name=cfg.name,
-                         normalize=cfg.normalize, mean=cfg.feature_mean, std=cfg.feature_std)
+                         normalize=cfg.normalize, sequence_normalize=cfg.sequence_normalize, mean=cfg.feature_mean, std=cfg.feature_std,
+                         valid_min_per_class=cfg.valid_min_per_class, frame_stack=cfg.frame_stack,
+                         frame_stack_target=cfg.frame_stack_target)

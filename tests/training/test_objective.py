@@ -71,6 +71,23 @@ def test_early_stopping_patience_min_delta_and_loss_tie_break():
     assert restored.state_dict() == s.state_dict()
 
 
+def test_early_stopping_loss_min_delta_counts_only_real_loss_progress():
+    """A run that sits at the best metric while its validation loss creeps down (GunPoint: 5/5 sequences,
+    loss falling by ~1e-4 per epoch) stops; decreases add up until they exceed loss_min_delta (Keras'
+    semantics), and ties with a lower loss still become the best epoch."""
+    s = EarlyStopping(patience=3, loss_min_delta=0.01)
+    assert s.update(1, 1.0, 0.100)
+    for epoch, loss in ((2, 0.097), (3, 0.094)):
+        assert s.update(epoch, 1.0, loss) and s.bad_epochs == epoch - 1  # new best, no progress
+    assert s.update(4, 1.0, 0.089) and s.bad_epochs == 0  # 0.011 below the reference 0.100: progress
+    for epoch, loss in ((5, 0.088), (6, 0.087), (7, 0.086)):
+        s.update(epoch, 1.0, loss)
+    assert s.should_stop and s.best_epoch == 7
+    m = EarlyStopping(patience=1, loss_min_delta=0.01)
+    m.update(1, 0.5, 1.0)
+    assert m.update(2, 0.6, 1.2) and m.bad_epochs == 0  # a better metric is progress whatever the loss
+
+
 def test_length_pooled_batches_cover_the_epoch_with_less_padding():
     lengths = torch.randint(1, 500, (203,), generator=torch.Generator().manual_seed(1)).numpy()
     plain = epoch_batches(lengths, 8, None, torch.Generator().manual_seed(5))
