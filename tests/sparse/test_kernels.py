@@ -141,3 +141,29 @@ def test_full_matrix_uses_dense_gemm_with_equal_results(exclude_diagonal):
     assert "SparseLinear" not in node and "SparseLinear" in node_ref
     for a, b in ((y, y_ref), (gx, gx_ref), (gt, gt_ref)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 200])
+def test_few_synapses_take_the_row_wise_kernels_on_dense_input(rows, monkeypatch):
+    """A matrix with K <= n_in + n_out multiplies dense (real-valued) input with the row-by-row
+    (event-driven) kernels; output and gradients equal the chunked kernels and the dense reference."""
+    from spiking_deepr.sparse import kernels
+
+    torch.manual_seed(rows)
+    m = SparseMatrix(60, 25, connectivity=0.03, seed=rows).double()
+    assert m.nnz <= m.n_in + m.n_out
+    x = torch.randn(rows, 25, dtype=torch.float64)
+    g = torch.randn(rows, 60, dtype=torch.float64)
+    outs = {}
+    for factor in (0.0, 1.0):  # 0: the chunked kernels, 1: the default rule (row-wise here)
+        monkeypatch.setattr(kernels, "EVENT_SYNAPSES", factor)
+        xi = x.clone().requires_grad_(True)
+        v = m.weight_values().detach().clone().requires_grad_(True)
+        y = SparseLinearFunction.apply(xi, v, m.structure(), m.n_out, "numba")
+        assert y.grad_fn.events == bool(factor)
+        y.backward(g)
+        outs[factor] = (y.detach(), xi.grad, v.grad)
+    for a, b in zip(outs[0.0], outs[1.0]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    weight, mask = _dense_reference(m)
+    torch.testing.assert_close(outs[1.0][0], dense_masked_linear(x, weight, mask), rtol=1e-12, atol=1e-12)
