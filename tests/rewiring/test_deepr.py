@@ -202,6 +202,52 @@ def test_adam_moments_reset_for_regrown_entries():
     assert st["exp_avg"].shape == (m.nnz,)
 
 
+def test_regrown_entry_takes_the_first_step_of_a_fresh_adam_parameter():
+    """A regrown entry starts at theta = 0 with no Adam history: its next update equals torch Adam's
+    first step on a fresh parameter at 0 (size ~lr whatever the entry's predecessors saw), while the
+    surviving entries continue their own Adam trajectory."""
+    m = SparseMatrix(10, 10, nnz=20, seed=0)
+    m.set_active(m.indices, torch.full((20,), 1e-3))
+    lr = 0.1
+    opt = DeepRAdam([m], lr=1e-6, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):  # build up large moments on the first set of entries (tiny lr: nothing crosses)
+        m.theta.grad = torch.randn(20, generator=gen) * 100.0
+        opt.step()
+    opt.param_groups[0]["lr"] = lr
+    m.theta.grad = torch.full((20,), 1e4)  # every entry crosses zero and is replaced (a position may
+    opt.step()                              # be drawn again: it is then a new entry all the same)
+    assert opt.last_rewired == [20] and bool((m.theta.detach() == 0).all())
+    st = opt.state[m.theta]
+    assert not st["exp_avg"].any() and not st["exp_avg_sq"].any() and not st["steps"].any()
+    g = torch.linspace(-1e-3, 2e-3, 20)  # tiny gradients: stale second moments would shrink this step
+    g[g == 0] = 1e-4
+    g = -g.abs()  # pushes every theta up: nothing crosses, so the positions stay
+    fresh = torch.nn.Parameter(torch.zeros(20))
+    ref = torch.optim.Adam([fresh], lr=lr)
+    m.theta.grad, fresh.grad = g.clone(), g.clone()
+    opt.step()
+    ref.step()
+    torch.testing.assert_close(m.theta.detach(), fresh.detach(), rtol=1e-5, atol=1e-7)
+    assert m.theta.detach().min().item() > 0.09  # ~lr: a full-size first step
+
+
+def test_noise_follows_the_scheduled_learning_rate():
+    """Under an lr schedule the noise std is sqrt(2 * eta_t * T) with the step's own eta_t."""
+    m = SparseMatrix(100, 100, nnz=5000, seed=0)
+    m.set_active(m.indices, torch.full((5000,), 100.0))
+    temp = 0.3
+    opt = DeepR([m], lr=0.01, temperature=temp, seed=4)
+    for lr in (0.01, 0.0025):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        start = m.theta.detach().clone()
+        m.theta.grad = torch.zeros(5000)
+        opt.step()
+        delta = m.theta.detach() - start
+        assert delta.std().item() == pytest.approx(math.sqrt(2 * lr * temp), rel=0.05)
+
+
 def test_adam_matches_torch_adam_without_crossing():
     m = SparseMatrix(12, 12, nnz=40, seed=0)
     m.set_active(m.indices, torch.full((40,), 50.0))
