@@ -1,133 +1,217 @@
 """Numba CPU kernels for the whole-sequence sparse LSTM (see `lstm_recurrence.py` for the maths).
 
-Forward: `input_gates` computes W_ih x[t] + b for all T steps at once (parallel over (t, row));
-then one `recurrent_gates` call per step adds W_hh h[t-1]. The nonlinearities and the cell update
-are torch's vectorised operations between the calls (numba's scalar libm exp/tanh cost more than
-the synapses). Backward: one kernel for all T steps; it needs no transcendental function.
+Layout: the batch is split into ``n_chunks`` chunks of ``W`` lanes (W a multiple of 16, padded with
+zero lanes), one per thread; every per-step tensor is chunk-major and neuron-major,
+``[n_chunks, T, rows·W]`` (row r's lanes at ``r·W … r·W + W``). Chunks are independent sequences,
+so `forward` and `backward` run each chunk's whole time loop in one thread with no
+synchronisation between steps, and a chunk's state of one step ([4H, W]) stays in L2.
 
-Layout: every per-step tensor is neuron-major ([rows, B], batch innermost), so each synapse is one
-unit-stride axpy / dot over the batch (SIMD) and a step's state ([H, B]) stays in L2. Backward
-runs the gate derivatives over hidden units, then, over presynaptic units (CSR of Wᵀ), the input
-gradient Wᵀδ and the weight gradient together — for W_hh and W_ih in the same parallel loop: one
-pass over all synapses per step with δ of the step still in cache, no atomics (each synapse
-belongs to one presynaptic unit).
+Products: each synapse is one SIMD axpy over a row's W lanes with the accumulator in registers
+(`_simd`): the gate pre-activations by rows of W_ih and W_hh (both CSR, the input x[t] folded into
+the same accumulator as W_hh h[t-1]), the input gradients Wᵀδ by rows of Wᵀ (CSR of the transpose:
+every presynaptic unit accumulates its own lanes, no scatter). The weight gradients are one SDDMM
+over all T·B rows after the time loop (`weight_gradient`), parallel over the matrix's rows and
+blocked over time so the presynaptic block stays in L2; the horizontal lane sum is paid once per
+synapse and time block, not per step.
 
-``one`` is a 1-element array of the state's dtype, so float32 arithmetic stays float32.
+Nonlinearities: sigmoid and tanh from one branch-free exp (`_exp`: Cody–Waite reduction, degree-13
+Taylor polynomial, 2ⁿ by bit pattern), so the cell-update loop vectorises; exact to ~1 ulp in
+float32 and float64; constants are cast to the state's dtype, so float32 arithmetic stays float32.
+The backward pass needs no transcendental function.
 """
 from __future__ import annotations
 
+import math
+
 import numba as nb
+import numpy as np
 
-_jit = dict(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+from ._simd import cast_like, ldexp_int, vfma, vload, vmuladd, vsplat, vstore, vsum, width
+
+_FM = {"reassoc", "nsz", "contract", "arcp"}
+_jit = dict(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=_FM, error_model="numpy")
+
+_TAYLOR = 13  # degree of exp's polynomial on |r| <= ln2/2: remainder < 1e-17
+_INV_FACTORIAL = tuple(1 / math.factorial(k) for k in range(_TAYLOR, -1, -1))  # Horner order
+_LN2_HI = 0.693359375  # 9 significant bits: n·ln2_hi is exact for |n| < 2¹⁵ in float32 and float64
+_LN2_LO = math.log(2) - _LN2_HI
+_LOG2E = 1 / math.log(2)
+_XMAX = 87.0  # e^±87 is inside float32's normal range
+
+
+@nb.njit(inline="always", fastmath=_FM, error_model="numpy")
+def _exp(x):
+    """e^x in x's precision for |x| <= 87 (clamped there). Constants are compile-time values cast to
+    x's type (an array of them would be reloaded in every iteration of a loop that writes arrays,
+    and the loop would not vectorise)."""
+    xmax = cast_like(_XMAX, x)
+    x = xmax if x > xmax else (-xmax if x < -xmax else x)
+    n = np.floor(x * cast_like(_LOG2E, x) + cast_like(0.5, x))
+    r = (x - n * cast_like(_LN2_HI, x)) - n * cast_like(_LN2_LO, x)
+    p = cast_like(_INV_FACTORIAL[0], x)
+    for k in range(1, _TAYLOR + 1):
+        p = p * r + cast_like(_INV_FACTORIAL[k], x)
+    return ldexp_int(p, n)
+
+
+@nb.njit(inline="always", fastmath=_FM, error_model="numpy")
+def _sigmoid(x):
+    one = cast_like(1.0, x)
+    return one / (one + _exp(-x))
+
+
+@nb.njit(inline="always", fastmath=_FM, error_model="numpy")
+def _tanh(x):
+    one, two = cast_like(1.0, x), cast_like(2.0, x)
+    return two / (one + _exp(-two * x)) - one
 
 
 @nb.njit(inline="always")
-def _row_product(acc, r, x, lo, hi, cols, vals, zero):
-    """acc[r] [B] = Σ_{k in lo..hi} vals[k] x[cols[k]] (from zero, in CSR order); x [n_in, B]."""
-    B = acc.shape[1]
-    for b in range(B):
-        acc[r, b] = zero
+def _gates(a, hw):
+    """The four gate slices (i, f, g, o) of one chunk-step's [4·HW] gate vector."""
+    return a[:hw], a[hw:2 * hw], a[2 * hw:3 * hw], a[3 * hw:]
+
+
+@nb.njit(inline="always", fastmath=_FM, error_model="numpy")
+def _cell_update(a, cp, c, tc, h):
+    """One chunk-step's nonlinearities and cell update, in place on the gate pre-activations a [4·HW]
+    (-> σ(i), σ(f), tanh(g), σ(o)): c = f cp + i g, tc = tanh(c), h = o tc, each [HW].
+
+    Loops over slices from index 0: an index like ``a[hw + j]`` gets numba's negative-index
+    wrap-around select, which stops LLVM from vectorising the loop."""
+    hw = c.shape[0]
+    i, f, g, o = _gates(a, hw)
+    for j in range(hw):
+        i[j] = _sigmoid(i[j])
+    for j in range(hw):
+        f[j] = _sigmoid(f[j])
+    for j in range(hw):
+        g[j] = _tanh(g[j])
+    for j in range(hw):
+        o[j] = _sigmoid(o[j])
+    for j in range(hw):
+        c[j] = f[j] * cp[j] + i[j] * g[j]
+    for j in range(hw):
+        tc[j] = _tanh(c[j])
+    for j in range(hw):
+        h[j] = o[j] * tc[j]
+
+
+@nb.njit(**_jit)
+def forward(X, h0, c0, crow_i, cols_i, vals_i, crow_h, cols_h, vals_h, bias, lanes, A, C, TC, Hs):
+    """Run T steps for every batch chunk.
+
+    X [n_chunks, T, F·W] input; h0, c0 [n_chunks, H·W]; (crow_i, cols_i, vals_i) CSR of W_ih [4H, F],
+    (crow_h, cols_h, vals_h) CSR of W_hh [4H, H] (gate order i, f, g, o); bias [4H]; ``lanes`` the
+    SIMD width (`_simd.Lanes` of 16 or 32, divides W). Writes A [n_chunks, T, 4H·W] the gate activations (σ(i), σ(f),
+    tanh(g), σ(o)), C, TC, Hs [n_chunks, T, H·W] c[t], tanh(c[t]) and h[t]."""
+    nv = width(lanes)
+    n_chunks, T, gw = A.shape
+    G = crow_h.shape[0] - 1
+    W = gw // G
+    for ch in nb.prange(n_chunks):
+        for t in range(T):
+            x, a = X[ch, t], A[ch, t]
+            hp = h0[ch] if t == 0 else Hs[ch, t - 1]
+            for r in range(G):
+                for v in range(0, W, nv):
+                    acc = vsplat(a, bias[r], lanes)
+                    for k in range(crow_i[r], crow_i[r + 1]):
+                        acc = vfma(vals_i[k], vload(x, cols_i[k] * W + v, lanes), acc)
+                    for k in range(crow_h[r], crow_h[r + 1]):
+                        acc = vfma(vals_h[k], vload(hp, cols_h[k] * W + v, lanes), acc)
+                    vstore(a, r * W + v, acc)
+            _cell_update(a, c0[ch] if t == 0 else C[ch, t - 1], C[ch, t], TC[ch, t], Hs[ch, t])
+
+
+@nb.njit(inline="always", fastmath=_FM, error_model="numpy")
+def _transposed_product(out, dg, crow_t, rows_t, vals_t, W, lanes):
+    """out [n_in·W] = Wᵀ dg for one chunk: dg [4H·W], (crow_t, rows_t, vals_t) CSR of Wᵀ [n_in, 4H]."""
+    nv = width(lanes)
+    for c in range(crow_t.shape[0] - 1):
+        for v in range(0, W, nv):
+            acc = vsplat(out, 0, lanes)
+            for q in range(crow_t[c], crow_t[c + 1]):
+                acc = vfma(vals_t[q], vload(dg, rows_t[q] * W + v, lanes), acc)
+            vstore(out, c * W + v, acc)
+
+
+@nb.njit(**_jit)
+def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, vals_ti, lanes, need_dx,
+             DG, DX, GB, dh, dc):
+    """Backpropagate through T steps for every batch chunk (shapes as in `forward`).
+
+    GH [n_chunks, T, H·W] ∂E/∂h[t] from the loss; A, C, TC from `forward`; (crow_th, rows_th,
+    vals_th) CSR of W_hhᵀ [H, 4H] and (crow_ti, rows_ti, vals_ti) of W_ihᵀ [F, 4H]. ``dc``
+    [n_chunks, H·W] holds ∂E/∂c[T-1] on entry.
+
+    Writes DG [n_chunks, T, 4H·W] ∂E/∂(gate pre-activations) (for `weight_gradient`), DX
+    [n_chunks, T, F·W] = W_ihᵀ δ[t] (only if ``need_dx``), GB [n_chunks, 4H·W] δ summed over time
+    (the bias gradient before the sum over chunks and lanes), and on exit dh, dc = ∂E/∂h0, ∂E/∂c0."""
+    nv = width(lanes)
+    n_chunks, T, gw = A.shape
+    hw = gw // 4
+    W = hw // (crow_th.shape[0] - 1)
+    for ch in nb.prange(n_chunks):
+        dhc, dcc, gb = dh[ch], dc[ch], GB[ch]
+        dhc[:] = 0  # W_hhᵀ δ[t+1]: the recurrent part of ∂E/∂h[t]
+        gb[:] = 0
+        for t in range(T - 1, -1, -1):
+            a, tc, gh, dg = A[ch, t], TC[ch, t], GH[ch, t], DG[ch, t]
+            cp = c0[ch] if t == 0 else C[ch, t - 1]
+            ai, af, ag, ao = _gates(a, hw)
+            di, df, dgg, do = _gates(dg, hw)
+            for j in range(hw):
+                i, f, g, o = ai[j], af[j], ag[j], ao[j]
+                one = cast_like(1.0, i)
+                tcj = tc[j]
+                d_h = gh[j] + dhc[j]
+                d_c = dcc[j] + d_h * o * (one - tcj * tcj)
+                di[j], df[j] = d_c * g * i * (one - i), d_c * cp[j] * f * (one - f)
+                dgg[j], do[j] = d_c * i * (one - g * g), d_h * tcj * o * (one - o)
+                dcc[j] = d_c * f
+            for j in range(gw):  # the bias gradient, summed over time
+                gb[j] += dg[j]
+            _transposed_product(dhc, dg, crow_th, rows_th, vals_th, W, lanes)
+            if need_dx:
+                _transposed_product(DX[ch, t], dg, crow_ti, rows_ti, vals_ti, W, lanes)
+
+
+@nb.njit(inline="always", fastmath=_FM, error_model="numpy")
+def _row_gradient(gw, lo, hi, cols, DG, r, P, p0, shift, t0, t1, W, lanes):
+    """gw[k] += Σ_chunks Σ_{t0 <= t < t1} DG[., t, row r] · pre[., t, col_k] for k in lo..hi (the
+    entries of row r); pre as in `weight_gradients`."""
+    nv = width(lanes)
     for k in range(lo, hi):
-        w = vals[k]
         c = cols[k]
-        for b in range(B):
-            acc[r, b] += w * x[c, b]
+        s = gw[k]
+        for v in range(0, W, nv):
+            acc = vsplat(gw, 0, lanes)
+            for ch in range(DG.shape[0]):
+                for t in range(t0, t1):
+                    pre = p0[ch] if t < shift else P[ch, t - shift]
+                    acc = vmuladd(vload(DG[ch, t], r * W + v, lanes), vload(pre, c * W + v, lanes), acc)
+            s += vsum(acc)
+        gw[k] = s
 
 
 @nb.njit(**_jit)
-def input_gates(XT, crow, cols, vals, bias, zero_arr, GX):
-    """GX[t] = W_ih XT[t] + bias for all steps: XT [T, F, B], (crow, cols, vals) CSR of W_ih [4H, F],
-    bias [4H] (zeros for none) -> GX [T, 4H, B]. ``zero_arr``: [0] in the dtype."""
-    T, G, B = GX.shape
-    zero = zero_arr[0]
-    for tr in nb.prange(T * G):
-        t, r = tr // G, tr % G
-        gx = GX[t]
-        _row_product(gx, r, XT[t], crow[r], crow[r + 1], cols, vals, zero)
-        for b in range(B):
-            gx[r, b] = gx[r, b] + bias[r]
+def weight_gradients(DG, X, Hs, h0, crow_i, cols_i, crow_h, cols_h, lanes, block, gw_i, gw_h):
+    """Both weight gradients as one SDDMM over the T·B rows, in CSR order:
+    gw_i[k] = Σ_t Σ_b δ[t, b, row_k] x[t, b, col_k] (W_ih [4H, F]) and
+    gw_h[k] = Σ_t Σ_b δ[t, b, row_k] h[t-1, b, col_k] (W_hh [4H, H], h[-1] = h0).
 
-
-@nb.njit(**_jit)
-def recurrent_gates(gx, hp, crow, cols, vals, zero_arr, out):
-    """One step's gate pre-activations out = gx + W_hh hp, [4H, B]: gx [4H, B] from `input_gates`,
-    hp [H, B] h[t-1], (crow, cols, vals) CSR of the joint W_hh [4H, H] (gate order i, f, g, o).
-    The recurrent sum runs from zero and is added to gx last (as `lstm_step`)."""
-    G, B = out.shape
-    zero = zero_arr[0]
-    for r in nb.prange(G):
-        _row_product(out, r, hp, crow[r], crow[r + 1], cols, vals, zero)
-        for b in range(B):
-            out[r, b] = gx[r, b] + out[r, b]
-
-
-@nb.njit(inline="always")
-def _column_backward(d, x, c, dg, lo, hi, rows_t, vals_t, gw_t, zero):
-    """For presynaptic unit (column) c with input x[c] [B]: d[c] [B] = Σ_q vals_t[q] dg[rows_t[q]] (its
-    input gradient Wᵀδ) and gw_t[q] += Σ_b dg[rows_t[q], b] x[c, b] (its synapses' weight gradient)."""
-    B = d.shape[1]
-    for b in range(B):
-        d[c, b] = zero
-    for q in range(lo, hi):
-        w = vals_t[q]
-        r = rows_t[q]
-        s = zero
-        for b in range(B):
-            d[c, b] += w * dg[r, b]
-            s += dg[r, b] * x[c, b]
-        gw_t[q] += s
-
-
-@nb.njit(**_jit)
-def backward(GH, A, Cs, TC, Hs, h0, c0, XT, crow_t, rows_t, vals_t, crow_ti, rows_ti, vals_ti, one_arr,
-             dg, DX, gw_t, gwi_t, gbias, dh, dc):
-    """Backpropagate through T steps.
-
-    GH [T, H, B] gradient of the outputs; A [T, 4H, B] gate activations (σ(i), σ(f), tanh(g), σ(o));
-    Cs, TC, Hs [T, H, B] cell states c[t], tanh(c[t]) and outputs h[t]; h0, c0 [H, B]; XT [T, F, B]
-    the input; (crow_t, rows_t, vals_t) CSR of W_hhᵀ [H, 4H] and (crow_ti, rows_ti, vals_ti) CSR of
-    W_ihᵀ [F, 4H] with their values. ``dc`` [H, B] holds the gradient of the final cell state on
-    entry.
-
-    Writes DX [T, F, B] the input gradient, gw_t /
-    gwi_t the weight gradients of W_hh / W_ih in Wᵀ's order, gbias [4H] = Σ_t Σ_b DG, and on exit
-    dh, dc [H, B] = the gradients of h0 and c0. ``dg`` [4H, B] is the workspace for ∂E/∂(gate
-    pre-activations) of one step."""
-    T, G, B = A.shape
-    H = G // 4
-    F = XT.shape[1]
-    one = one_arr[0]
-    zero = one - one
-    gw_t[:] = 0
-    gwi_t[:] = 0
-    gbias[:] = 0
-    dh[:] = 0  # W_hhᵀ δ[t+1]: the recurrent part of ∂E/∂h[t]
-    for t in range(T - 1, -1, -1):
-        at, gh = A[t], GH[t]
-        cp = c0 if t == 0 else Cs[t - 1]
-        hp = h0 if t == 0 else Hs[t - 1]
-        for n in nb.prange(H):
-            si = sf = sg = so = zero
-            for b in range(B):
-                i, f, g, o = at[n, b], at[H + n, b], at[2 * H + n, b], at[3 * H + n, b]
-                tc = TC[t, n, b]
-                d_h = gh[n, b] + dh[n, b]
-                d_c = dc[n, b] + d_h * o * (one - tc * tc)
-                di = d_c * g * i * (one - i)
-                df = d_c * cp[n, b] * f * (one - f)
-                dgg = d_c * i * (one - g * g)
-                do = d_h * tc * o * (one - o)
-                dg[n, b], dg[H + n, b], dg[2 * H + n, b], dg[3 * H + n, b] = di, df, dgg, do
-                si, sf, sg, so = si + di, sf + df, sg + dgg, so + do
-                dc[n, b] = d_c * f
-            gbias[n] += si
-            gbias[H + n] += sf
-            gbias[2 * H + n] += sg
-            gbias[3 * H + n] += so
-        # presynaptic units: h[t-1] (W_hh: ∂E/∂h[t-1], weight gradient), then x[t] (W_ih)
-        for c in nb.prange(H + F):
-            if c < H:
-                _column_backward(dh, hp, c, dg, crow_t[c], crow_t[c + 1], rows_t, vals_t, gw_t, zero)
-            else:
-                j = c - H
-                _column_backward(DX[t], XT[t], j, dg, crow_ti[j], crow_ti[j + 1], rows_ti, vals_ti, gwi_t, zero)
+    DG [n_chunks, T, 4H·W] from `backward`; X [n_chunks, T, F·W], Hs [n_chunks, T, H·W], h0
+    [n_chunks, H·W] from `forward`. Parallel over rows (a row's δ is read once for both matrices);
+    time runs in blocks of ``block`` steps, so a block of the presynaptic states stays in L2 while
+    every row reads it, and the lane sum is paid once per entry and block."""
+    n_chunks, T, gws = DG.shape
+    G = crow_h.shape[0] - 1
+    W = gws // G
+    gw_i[:] = 0
+    gw_h[:] = 0
+    for t0 in range(0, T, block):
+        t1 = min(T, t0 + block)
+        for r in nb.prange(G):
+            _row_gradient(gw_i, crow_i[r], crow_i[r + 1], cols_i, DG, r, X, X[:, 0], 0, t0, t1, W, lanes)
+            _row_gradient(gw_h, crow_h[r], crow_h[r + 1], cols_h, DG, r, Hs, h0, 1, t0, t1, W, lanes)

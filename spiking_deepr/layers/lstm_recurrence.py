@@ -1,11 +1,12 @@
 r"""The whole-sequence sparse LSTM recurrence as one autograd function (fused CPU path).
 
 :func:`~spiking_deepr.layers.lstm.lstm_step` runs one step as a sparse product and ~10 torch
-operations, and autograd records them all for every step. :func:`lstm_recurrence` runs the T
-steps in numba kernels (`_lstm_kernels`: the input projection of all steps at once, then one call
-per step for the recurrent product) with torch's vectorised nonlinearities in place, without
-autograd, and backpropagates through time by hand in one kernel; with :math:`a_t = (i, f, g, o)` the gate activations,
-:math:`\tau_t = \tanh(c_t)` and :math:`\bar h_t` the gradient from the loss:
+operations, and autograd records them all for every step. :func:`lstm_recurrence` runs the whole
+time loop in one numba kernel (`_lstm_kernels.forward`: per step the gate pre-activations
+:math:`W_{ih} x_t + W_{hh} h_{t-1} + b` from the joint [4H, ·] matrices, then the nonlinearities
+and the cell update), without autograd, and backpropagates through time by hand in a second one;
+with :math:`a_t = (i, f, g, o)` the gate activations, :math:`\tau_t = \tanh(c_t)` and
+:math:`\bar h_t` the gradient from the loss:
 
 .. math::
     \begin{align*}
@@ -20,23 +21,28 @@ autograd, and backpropagates through time by hand in one kernel; with :math:`a_t
     \end{align*}
 
 with :math:`\partial E/\partial x_t = W_{ih}^\top \delta_t` and :math:`\partial E/\partial b =
-\sum_{t,b} \delta_t`. Both weight gradients (SDDMMs over the T·B rows) are accumulated per step
-next to the products :math:`W^\top\delta_t` (one pass over the synapses, :math:`\delta_t` still in
-cache). No per-step autograd graph is built.
+\sum_{t,b} \delta_t`. The weight gradients are two SDDMMs over the T·B rows after the time loop
+(`_lstm_kernels.weight_gradient`). No per-step autograd graph is built; the batch is split into
+one chunk per numba thread (see `_lstm_kernels` for the layout).
 
-Equal to :func:`lstm_step` under autograd to rounding (the recurrent sum and the gradient sums
-run in another order): tested to 1e-5 (float32) / 1e-12 (float64)
-relative, outputs and gradients.
+Equal to :func:`lstm_step` under autograd to rounding (the sums run in another order, and sigmoid
+and tanh come from the kernels' own exp, exact to ~1 ulp): tested to 1e-5 (float32) / 1e-12
+(float64) relative, outputs and gradients.
 """
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn.functional as nnf
 
 from ..sparse.matrix import CSRStructure
+from ._simd import Lanes
 
 __all__ = ["JointMatrix", "lstm_recurrence"]
+
+_LANE_QUANTUM = 16  # a chunk's width is a multiple of this many batch entries (one AVX-512 float32 vector)
+_BLOCK_BYTES = 512 * 1024  # the weight gradient's time block of presynaptic states should fit in L2
 
 
 class JointMatrix(NamedTuple):
@@ -65,15 +71,43 @@ def lstm_recurrence(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: J
     return _LSTMRecurrence.apply(x, h0, c0, w_ih.values, w_hh.values, b, w_ih.structure, w_hh.structure)
 
 
-def _swap(x: torch.Tensor) -> torch.Tensor:
-    """Swap the last two dimensions (batch- <-> neuron-major), contiguous."""
-    return x.detach().transpose(-1, -2).contiguous()
+class _Chunks(NamedTuple):
+    """The batch split of `_lstm_kernels`: ``n`` chunks of ``width`` lanes (B padded to n·width),
+    vectors of ``lanes`` (16 or 32; divides width)."""
+
+    n: int
+    width: int
+    lanes: Lanes
+
+    @staticmethod
+    def of(batch: int) -> "_Chunks":
+        """One chunk per numba thread, as long as each gets at least one vector of lanes."""
+        import numba
+
+        vectors = -(-batch // _LANE_QUANTUM)
+        n = max(1, min(numba.get_num_threads(), vectors))
+        width = -(-vectors // n) * _LANE_QUANTUM
+        return _Chunks(n, width, Lanes(32 if width % 32 == 0 else 16))
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """[*lead, B, R] (batch-major) -> [n, *lead, R·width] (chunk-major, zero lanes as padding)."""
+        *lead, batch, rows = x.shape
+        x = nnf.pad(x.detach(), (0, 0, 0, self.n * self.width - batch)).reshape(*lead, self.n, self.width, rows)
+        k = len(lead)
+        return x.permute(k, *range(k), k + 2, k + 1).reshape(self.n, *lead, rows * self.width)
+
+    def join(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """Inverse of `split`: [n, *lead, R·width] -> [*lead, batch, R]."""
+        n, *lead, rw = y.shape
+        k = len(lead)
+        y = y.reshape(n, *lead, rw // self.width, self.width).permute(*range(1, k + 1), 0, k + 2, k + 1)
+        return y.reshape(*lead, n * self.width, rw // self.width)[..., :batch, :].contiguous()
 
 
 class _LSTMRecurrence(torch.autograd.Function):
-    """Forward: `_lstm_kernels.input_gates`, then per step `_lstm_kernels.recurrent_gates` and
-    torch's vectorised nonlinearities; saves the gate activations, c, tanh(c) and h of every step
-    (neuron-major). Backward: `_lstm_kernels.backward`."""
+    """Forward: `_lstm_kernels.forward`; saves the gate activations, c, tanh(c) and h of every step
+    (chunk-major). Backward: `_lstm_kernels.backward`, then `_lstm_kernels.weight_gradient` for
+    W_hh and W_ih."""
 
     @staticmethod
     def forward(ctx, x, h0, c0, vals_ih, vals_hh, bias, s_ih, s_hh):
@@ -83,56 +117,42 @@ class _LSTMRecurrence(torch.autograd.Function):
         T, B, _ = x.shape
         G = s_hh.crow.numel() - 1
         H = G // 4
-        XT = _swap(x)
-        h0n, c0n = _swap(h0.to(dtype)), _swap(c0.to(dtype))
+        ch = _Chunks.of(B)
+        X, h0c, c0c = ch.split(x), ch.split(h0.to(dtype)), ch.split(c0.to(dtype))
         vi, vh = (v.detach().to(dtype).contiguous() for v in (vals_ih, vals_hh))
-        GX = torch.empty(T, G, B, dtype=dtype)
-        zero = torch.zeros(1, dtype=dtype).numpy()
-        lk.input_gates(XT.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(), vi.numpy(),
-                       bias.detach().to(dtype).contiguous().numpy(), zero, GX.numpy())
-        A = torch.empty(T, G, B, dtype=dtype)
-        Cs, TC, Hs = (torch.empty(T, H, B, dtype=dtype) for _ in range(3))
-        crow, cols, vals, GX_np, A_np, H_np = (s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), GX.numpy(),
-                                               A.numpy(), Hs.numpy())
-        # per-step views made once (view creation is a visible part of a small step's cost)
-        sig_if, g_t, o_t = A[:, :2 * H].unbind(0), A[:, 2 * H:3 * H].unbind(0), A[:, 3 * H:].unbind(0)
-        i_t, f_t = A[:, :H].unbind(0), A[:, H:2 * H].unbind(0)
-        c_t, tc_t, h_t = Cs.unbind(0), TC.unbind(0), Hs.unbind(0)
-        for t in range(T):
-            lk.recurrent_gates(GX_np[t], h0n.numpy() if t == 0 else H_np[t - 1], crow, cols, vals, zero, A_np[t])
-            sig_if[t].sigmoid_()
-            g_t[t].tanh_()
-            o_t[t].sigmoid_()
-            torch.mul(f_t[t], c0n if t == 0 else c_t[t - 1], out=c_t[t]).addcmul_(i_t[t], g_t[t])  # f c[t-1] + i g
-            torch.tanh(c_t[t], out=tc_t[t])
-            torch.mul(o_t[t], tc_t[t], out=h_t[t])
-        ctx.save_for_backward(A, Cs, TC, Hs, h0n, c0n, XT, vi[s_ih.perm_t], vh[s_hh.perm_t])
-        ctx.structures = (s_ih, s_hh)
-        return _swap(Hs), _swap(Cs[-1])
+        A = torch.empty(ch.n, T, G * ch.width, dtype=dtype)
+        C, TC, Hs = (torch.empty(ch.n, T, H * ch.width, dtype=dtype) for _ in range(3))
+        lk.forward(X.numpy(), h0c.numpy(), c0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(), vi.numpy(),
+                   s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), bias.detach().to(dtype).contiguous().numpy(),
+                   ch.lanes, A.numpy(), C.numpy(), TC.numpy(), Hs.numpy())
+        ctx.save_for_backward(A, C, TC, Hs, h0c, c0c, X, vi[s_ih.perm_t], vh[s_hh.perm_t])
+        ctx.structures, ctx.chunks = (s_ih, s_hh), ch
+        return ch.join(Hs, B), ch.join(C[:, -1], B)
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):
         from . import _lstm_kernels as lk
 
-        A, Cs, TC, Hs, h0n, c0n, XT, vi_t, vh_t = ctx.saved_tensors
+        A, C, TC, Hs, h0c, c0c, X, vi_t, vh_t = ctx.saved_tensors
         s_ih, s_hh = ctx.structures
-        T, G, B = A.shape
-        H = G // 4
+        ch = ctx.chunks
+        n, T, GW = A.shape
         dtype = A.dtype
-        GH = torch.zeros(T, H, B, dtype=dtype) if grad_h is None else _swap(grad_h.to(dtype))
-        dc = torch.zeros(H, B, dtype=dtype) if grad_c is None else _swap(grad_c.to(dtype))
-        dg, DX = torch.empty(G, B, dtype=dtype), torch.empty_like(XT)
-        gwi_t, gwh_t, gbias = torch.empty_like(vi_t), torch.empty_like(vh_t), torch.empty(G, dtype=dtype)
-        dh = torch.empty(H, B, dtype=dtype)
-        one = torch.ones(1, dtype=dtype)
-        lk.backward(GH.numpy(), A.numpy(), Cs.numpy(), TC.numpy(), Hs.numpy(), h0n.numpy(), c0n.numpy(),
-                    XT.numpy(), s_hh.crow_t.numpy(), s_hh.rows_t.numpy(), vh_t.numpy(), s_ih.crow_t.numpy(),
-                    s_ih.rows_t.numpy(), vi_t.numpy(), one.numpy(), dg.numpy(), DX.numpy(), gwh_t.numpy(),
-                    gwi_t.numpy(), gbias.numpy(), dh.numpy(), dc.numpy())
-        grads = []
-        for g_t, s in ((gwi_t, s_ih), (gwh_t, s_hh)):  # Wᵀ order -> CSR order
-            g = torch.empty_like(g_t)
-            g[s.perm_t] = g_t
-            grads.append(g)
-        dx = _swap(DX) if ctx.needs_input_grad[0] else None
-        return dx, _swap(dh), _swap(dc), grads[0], grads[1], gbias, None, None
+        B = grad_h.shape[1] if grad_h is not None else (grad_c.shape[0])
+        GH = torch.zeros_like(Hs) if grad_h is None else ch.split(grad_h.to(dtype))
+        dc = torch.zeros_like(h0c) if grad_c is None else ch.split(grad_c.to(dtype))
+        need_dx = ctx.needs_input_grad[0]
+        DG = torch.empty_like(A)
+        DX = torch.empty_like(X) if need_dx else torch.empty(n, 0, 0, dtype=dtype)
+        GB, dh = torch.empty(n, GW, dtype=dtype), torch.empty_like(h0c)
+        lk.backward(GH.numpy(), A.numpy(), C.numpy(), TC.numpy(), h0c.numpy(), c0c.numpy(), s_hh.crow_t.numpy(),
+                    s_hh.rows_t.numpy(), vh_t.numpy(), s_ih.crow_t.numpy(), s_ih.rows_t.numpy(), vi_t.numpy(),
+                    ch.lanes, need_dx, DG.numpy(), DX.numpy(), GB.numpy(), dh.numpy(), dc.numpy())
+        gw_i, gw_h = torch.empty(s_ih.cols.numel(), dtype=dtype), torch.empty(s_hh.cols.numel(), dtype=dtype)
+        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+            block = max(1, min(T, _BLOCK_BYTES // (Hs[:, 0].numel() * Hs.element_size())))
+            lk.weight_gradients(DG.numpy(), X.numpy(), Hs.numpy(), h0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(),
+                                s_hh.crow.numpy(), s_hh.cols.numpy(), ch.lanes, block, gw_i.numpy(), gw_h.numpy())
+        gbias = GB.view(n, GW // ch.width, ch.width).sum((0, 2))
+        dx = ch.join(DX, B) if need_dx else None
+        return dx, ch.join(dh, B), ch.join(dc, B), gw_i, gw_h, gbias, None, None
