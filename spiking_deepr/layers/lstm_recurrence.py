@@ -22,7 +22,7 @@ with :math:`a_t = (i, f, g, o)` the gate activations, :math:`\tau_t = \tanh(c_t)
 
 with :math:`\partial E/\partial x_t = W_{ih}^\top \delta_t` and :math:`\partial E/\partial b =
 \sum_{t,b} \delta_t`. The weight gradients are two SDDMMs over the T·B rows after the time loop
-(`_lstm_kernels.weight_gradient`). No per-step autograd graph is built; the batch is split into
+(`_lstm_kernels.weight_gradients`). No per-step autograd graph is built; the batch is split into
 one chunk per numba thread (see `_lstm_kernels` for the layout).
 
 Equal to :func:`lstm_step` under autograd to rounding (the sums run in another order, and sigmoid
@@ -31,7 +31,9 @@ and tanh come from the kernels' own exp, exact to ~1 ulp): tested to 1e-5 (float
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+import threading
+from collections import OrderedDict
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as nnf
@@ -89,25 +91,74 @@ class _Chunks(NamedTuple):
         width = -(-vectors // n) * _LANE_QUANTUM
         return _Chunks(n, width, Lanes(32 if width % 32 == 0 else 16))
 
-    def split(self, x: torch.Tensor) -> torch.Tensor:
-        """[*lead, B, R] (batch-major) -> [n, *lead, R·width] (chunk-major, zero lanes as padding)."""
+    def shape(self, *lead: int, rows: int) -> Tuple[int, ...]:
+        """The chunk-major shape of a [*lead, B, rows] tensor."""
+        return (self.n, *lead, rows * self.width)
+
+    def split(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[*lead, B, R] (batch-major) -> [n, *lead, R·width] (chunk-major, zero lanes as padding),
+        into ``out`` if given."""
         *lead, batch, rows = x.shape
-        x = nnf.pad(x.detach(), (0, 0, 0, self.n * self.width - batch)).reshape(*lead, self.n, self.width, rows)
+        x = x.detach()
+        if batch < self.n * self.width:
+            x = nnf.pad(x, (0, 0, 0, self.n * self.width - batch))
         k = len(lead)
-        return x.permute(k, *range(k), k + 2, k + 1).reshape(self.n, *lead, rows * self.width)
+        x = x.reshape(*lead, self.n, self.width, rows).permute(k, *range(k), k + 2, k + 1)
+        out = torch.empty(self.shape(*lead, rows=rows), dtype=x.dtype) if out is None else out
+        out.view(self.n, *lead, rows, self.width).copy_(x)
+        return out
 
     def join(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        """Inverse of `split`: [n, *lead, R·width] -> [*lead, batch, R]."""
+        """Inverse of `split`: [n, *lead, R·width] -> a new [*lead, batch, R] tensor."""
         n, *lead, rw = y.shape
         k = len(lead)
         y = y.reshape(n, *lead, rw // self.width, self.width).permute(*range(1, k + 1), 0, k + 2, k + 1)
-        return y.reshape(*lead, n * self.width, rw // self.width)[..., :batch, :].contiguous()
+        y = y.reshape(*lead, n * self.width, rw // self.width)[..., :batch, :]
+        return torch.empty(y.shape, dtype=y.dtype).copy_(y)
+
+
+class _BufferPool:
+    """Large work tensors reused between calls, under one lock.
+
+    Why: a fresh allocation of tens of MB is returned by the allocator as untouched pages, and the
+    first write to each 4 KiB page is a page fault: measured ~19,000 faults and ~40 ms of system
+    time per training step at H = 512, 1 % — more than the kernels. A pooled buffer is handed out
+    again only when nothing but the pool references it (``Tensor._use_count() == 1``: no autograd
+    graph still saves it, no running call holds it, as every call takes its buffers under ``lock``
+    and copies its outputs out of them). ``per_shape`` buffers of each shape and dtype are kept,
+    for at most ``shapes`` shapes (least recently used dropped)."""
+
+    def __init__(self, per_shape: int = 3, shapes: int = 24):
+        self.lock = threading.RLock()
+        self.per_shape, self.shapes = per_shape, shapes
+        self._pools: "OrderedDict[tuple, List[torch.Tensor]]" = OrderedDict()
+        self.enabled = hasattr(torch.Tensor, "_use_count")
+
+    def take(self, shapes: List[Tuple[int, ...]], dtype: torch.dtype) -> List[torch.Tensor]:
+        """One uninitialised tensor per shape, distinct from each other; call with ``lock`` held."""
+        out: List[torch.Tensor] = []
+        for shape in shapes:
+            key = (tuple(shape), dtype)
+            pool = self._pools.setdefault(key, [])
+            self._pools.move_to_end(key)
+            free = next((b for b in pool if b._use_count() == 1 and all(b is not o for o in out)), None)
+            if free is None:
+                free = torch.empty(shape, dtype=dtype)
+                if self.enabled and len(pool) < self.per_shape:
+                    pool.append(free)
+            out.append(free)
+        while len(self._pools) > self.shapes:
+            self._pools.popitem(last=False)
+        return out
+
+
+_POOL = _BufferPool()
 
 
 class _LSTMRecurrence(torch.autograd.Function):
     """Forward: `_lstm_kernels.forward`; saves the gate activations, c, tanh(c) and h of every step
-    (chunk-major). Backward: `_lstm_kernels.backward`, then `_lstm_kernels.weight_gradient` for
-    W_hh and W_ih."""
+    (chunk-major). Backward: `_lstm_kernels.backward`, then `_lstm_kernels.weight_gradients`. The
+    large work tensors come from `_POOL`."""
 
     @staticmethod
     def forward(ctx, x, h0, c0, vals_ih, vals_hh, bias, s_ih, s_hh):
@@ -118,16 +169,18 @@ class _LSTMRecurrence(torch.autograd.Function):
         G = s_hh.crow.numel() - 1
         H = G // 4
         ch = _Chunks.of(B)
-        X, h0c, c0c = ch.split(x), ch.split(h0.to(dtype)), ch.split(c0.to(dtype))
+        h0c, c0c = ch.split(h0.to(dtype)), ch.split(c0.to(dtype))
         vi, vh = (v.detach().to(dtype).contiguous() for v in (vals_ih, vals_hh))
-        A = torch.empty(ch.n, T, G * ch.width, dtype=dtype)
-        C, TC, Hs = (torch.empty(ch.n, T, H * ch.width, dtype=dtype) for _ in range(3))
-        lk.forward(X.numpy(), h0c.numpy(), c0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(), vi.numpy(),
-                   s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), bias.detach().to(dtype).contiguous().numpy(),
-                   ch.lanes, A.numpy(), C.numpy(), TC.numpy(), Hs.numpy())
-        ctx.save_for_backward(A, C, TC, Hs, h0c, c0c, X, vi[s_ih.perm_t], vh[s_hh.perm_t])
-        ctx.structures, ctx.chunks = (s_ih, s_hh), ch
-        return ch.join(Hs, B), ch.join(C[:, -1], B)
+        with _POOL.lock:
+            X, A, C, TC, Hs = _POOL.take([ch.shape(T, rows=x.shape[2]), ch.shape(T, rows=G)]
+                                         + [ch.shape(T, rows=H)] * 3, dtype)
+            ch.split(x, out=X)
+            lk.forward(X.numpy(), h0c.numpy(), c0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(), vi.numpy(),
+                       s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), bias.detach().to(dtype).contiguous().numpy(),
+                       ch.lanes, A.numpy(), C.numpy(), TC.numpy(), Hs.numpy())
+            ctx.save_for_backward(A, C, TC, Hs, h0c, c0c, X, vi[s_ih.perm_t], vh[s_hh.perm_t])
+            ctx.structures, ctx.chunks = (s_ih, s_hh), ch
+            return ch.join(Hs, B), ch.join(C[:, -1], B)
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):
@@ -138,21 +191,24 @@ class _LSTMRecurrence(torch.autograd.Function):
         ch = ctx.chunks
         n, T, GW = A.shape
         dtype = A.dtype
-        B = grad_h.shape[1] if grad_h is not None else (grad_c.shape[0])
-        GH = torch.zeros_like(Hs) if grad_h is None else ch.split(grad_h.to(dtype))
-        dc = torch.zeros_like(h0c) if grad_c is None else ch.split(grad_c.to(dtype))
+        B = grad_h.shape[1] if grad_h is not None else grad_c.shape[0]
         need_dx = ctx.needs_input_grad[0]
-        DG = torch.empty_like(A)
-        DX = torch.empty_like(X) if need_dx else torch.empty(n, 0, 0, dtype=dtype)
-        GB, dh = torch.empty(n, GW, dtype=dtype), torch.empty_like(h0c)
-        lk.backward(GH.numpy(), A.numpy(), C.numpy(), TC.numpy(), h0c.numpy(), c0c.numpy(), s_hh.crow_t.numpy(),
-                    s_hh.rows_t.numpy(), vh_t.numpy(), s_ih.crow_t.numpy(), s_ih.rows_t.numpy(), vi_t.numpy(),
-                    ch.lanes, need_dx, DG.numpy(), DX.numpy(), GB.numpy(), dh.numpy(), dc.numpy())
-        gw_i, gw_h = torch.empty(s_ih.cols.numel(), dtype=dtype), torch.empty(s_hh.cols.numel(), dtype=dtype)
-        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
-            block = max(1, min(T, _BLOCK_BYTES // (Hs[:, 0].numel() * Hs.element_size())))
-            lk.weight_gradients(DG.numpy(), X.numpy(), Hs.numpy(), h0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(),
-                                s_hh.crow.numpy(), s_hh.cols.numpy(), ch.lanes, block, gw_i.numpy(), gw_h.numpy())
-        gbias = GB.view(n, GW // ch.width, ch.width).sum((0, 2))
-        dx = ch.join(DX, B) if need_dx else None
-        return dx, ch.join(dh, B), ch.join(dc, B), gw_i, gw_h, gbias, None, None
+        with _POOL.lock:
+            GH, DG, DX = _POOL.take([Hs.shape, A.shape, X.shape if need_dx else (n, 0, 0)], dtype)
+            if grad_h is None:
+                GH.zero_()
+            else:
+                ch.split(grad_h.to(dtype), out=GH)
+            dc = torch.zeros_like(h0c) if grad_c is None else ch.split(grad_c.to(dtype))
+            GB, dh = torch.empty(n, GW, dtype=dtype), torch.empty_like(h0c)
+            lk.backward(GH.numpy(), A.numpy(), C.numpy(), TC.numpy(), h0c.numpy(), c0c.numpy(), s_hh.crow_t.numpy(),
+                        s_hh.rows_t.numpy(), vh_t.numpy(), s_ih.crow_t.numpy(), s_ih.rows_t.numpy(), vi_t.numpy(),
+                        ch.lanes, need_dx, DG.numpy(), DX.numpy(), GB.numpy(), dh.numpy(), dc.numpy())
+            gw_i, gw_h = torch.empty(s_ih.cols.numel(), dtype=dtype), torch.empty(s_hh.cols.numel(), dtype=dtype)
+            if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+                block = max(1, min(T, _BLOCK_BYTES // (Hs[:, 0].numel() * Hs.element_size())))
+                lk.weight_gradients(DG.numpy(), X.numpy(), Hs.numpy(), h0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(),
+                                    s_hh.crow.numpy(), s_hh.cols.numpy(), ch.lanes, block, gw_i.numpy(), gw_h.numpy())
+            gbias = GB.view(n, GW // ch.width, ch.width).sum((0, 2))
+            dx = ch.join(DX, B) if need_dx else None
+            return dx, ch.join(dh, B), ch.join(dc, B), gw_i, gw_h, gbias, None, None
