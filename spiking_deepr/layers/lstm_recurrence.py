@@ -26,7 +26,7 @@ with :math:`\partial E/\partial x_t = W_{ih}^\top \delta_t` and :math:`\partial 
 one chunk per numba thread (see `_lstm_kernels` for the layout).
 
 Equal to :func:`lstm_step` under autograd to rounding (the sums run in another order, and sigmoid
-and tanh come from the kernels' own exp, exact to ~1 ulp): tested to 1e-5 (float32) / 1e-12
+and tanh come from the kernels' own exp, exact to a few ulp): tested to 1e-5 (float32) / 1e-12
 (float64) relative, outputs and gradients.
 """
 from __future__ import annotations

@@ -167,3 +167,75 @@ def test_dense_matrices_run_torch_lstm_with_equal_results(budget):
     assert any("SparseLinear" in n for n in nodes_ref)
     for a, b in zip((h, *s, *g), (h_ref, *s_ref, *g_ref)):
         _close(a, b, dtype)
+
+
+@pytest.mark.parametrize("threads, B", [(1, 1), (2, 1), (2, 40), (1, 33)])
+def test_fused_equals_step_functions_for_any_batch_split(threads, B):
+    """The batch split into one chunk per thread (zero-padded lanes, 16- or 32-wide vectors) gives
+    the step functions' outputs and gradients for batch 1, uneven and multi-chunk batches."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        dtype = torch.float64
+        fused, steps = _pair("joint", dtype, conn=0.2, F=3, H=9, seed=4)
+        gen = torch.Generator().manual_seed(6)
+        T = 7
+        x = torch.randn(T, B, 3, generator=gen, dtype=dtype).requires_grad_()
+        s0 = LSTMState(*(torch.randn(B, 9, generator=gen, dtype=dtype).requires_grad_() for _ in "hc"))
+        w_out = torch.randn(T, B, 9, generator=gen, dtype=dtype)
+        w_state = [torch.randn(B, 9, generator=gen, dtype=dtype) for _ in "hc"]
+        (h, s, g), (h_ref, s_ref, g_ref) = (_run(m, x, s0, w_out, w_state) for m in (fused, steps))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip((h, *s, *g), (h_ref, *s_ref, *g_ref)):
+        _close(a, b, dtype)
+
+
+def test_retained_graph_and_interleaved_sequences_keep_their_buffers():
+    """The work buffers are pooled between calls: a graph kept for a second backward
+    (retain_graph=True) and a second sequence run before the first one's backward must not share
+    them — both give the gradients of a fresh, separate run."""
+    layer = SparseLSTM(4, 6, recurrent_connectivity=0.3, seed=3).double()
+    xs = [torch.randn(9, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(k)) for k in range(2)]
+
+    def grads(x, retain=False, run=None):
+        h, _ = run if run is not None else layer(x)
+        return torch.autograd.grad((h ** 2).sum(), [layer.w_hh[0].theta, layer.bias], retain_graph=retain)
+
+    reference = [grads(x) for x in xs]
+    runs = [layer(x) for x in xs]  # both graphs alive at once
+    for k in (1, 0):
+        for a, b in zip(grads(xs[k], retain=True, run=runs[k]), reference[k]):
+            torch.testing.assert_close(a, b)
+        layer(xs[1 - k])  # another call in between
+        for a, b in zip(grads(xs[k], run=runs[k]), reference[k]):  # the retained graph, a second time
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_exp_sigmoid_tanh_match_torch(dtype):
+    """The kernels' own branch-free exp, sigmoid and tanh equal torch's to a few ulp (float32) /
+    1e-14 (float64), including saturation (|x| up to 100) and tiny arguments (tanh: absolute)."""
+    import numba
+    import numpy as np
+
+    from spiking_deepr.layers import _lstm_kernels as lk
+
+    @numba.njit
+    def apply(x, out):
+        for j in range(x.shape[0]):
+            out[0, j], out[1, j], out[2, j] = lk._exp(x[j]), lk._sigmoid(x[j]), lk._tanh(x[j])
+
+    x = torch.cat([torch.linspace(-100, 100, 2001, dtype=dtype), torch.linspace(-1e-3, 1e-3, 101, dtype=dtype)])
+    out = np.empty((3, x.numel()), dtype=x.numpy().dtype)
+    apply(x.numpy(), out)
+    out = torch.from_numpy(out)
+    # float32: a few ulp; float64: the Cody-Waite reduction's ln2_lo limits exp to ~1e-14 relative
+    eps = torch.finfo(dtype).eps if dtype == torch.float32 else 1e-14 / 4
+    inside = x.abs() <= 80
+    torch.testing.assert_close(out[0][inside], torch.exp(x[inside]), rtol=4 * eps, atol=0)
+    # sigmoid's tail below e^-87 (exp's clamp) is e^-87 ~ 1.6e-38 instead of smaller
+    torch.testing.assert_close(out[1], torch.sigmoid(x), rtol=4 * eps, atol=2e-38)
+    torch.testing.assert_close(out[2], torch.tanh(x), rtol=0, atol=4 * eps)
