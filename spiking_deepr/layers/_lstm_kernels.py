@@ -16,8 +16,8 @@ synapse and time block, not per step.
 
 Nonlinearities: sigmoid and tanh from one branch-free exp (`_exp`: Cody–Waite reduction, degree-13
 Taylor polynomial, 2ⁿ by bit pattern), so the cell-update loop vectorises; exact to a few ulp in
-float32, 1e-14 relative in float64 (tested); constants are cast to the state's dtype, so float32 arithmetic stays float32.
-The backward pass needs no transcendental function.
+float32, 1e-14 relative in float64 (tested). Constants are cast to the state's dtype, so float32
+arithmetic stays float32. The backward pass needs no transcendental function.
 """
 from __future__ import annotations
 
