@@ -2,7 +2,9 @@
 
 Layout: the batch is split into ``n_chunks`` chunks of ``W`` lanes (W a multiple of 16, padded with
 zero lanes), one per thread; every per-step tensor is chunk-major and neuron-major,
-``[n_chunks, T, rows·W]`` (row r's lanes at ``r·W … r·W + W``). Chunks are independent sequences,
+``[n_chunks, T, rows·W + pad]`` (row r's lanes at ``r·W … r·W + W``; the step stride is padded off
+a power of two: the weight gradient reads one row of many steps, and with a stride of 2ᵏ bytes
+all of them fall into the same cache set). Chunks are independent sequences,
 so `forward` and `backward` run each chunk's whole time loop in one thread with no
 synchronisation between steps, and a chunk's state of one step ([4H, W]) stays in L2.
 
@@ -26,7 +28,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._simd import cast_like, ldexp_int, vfma, vload, vmuladd, vsplat, vstore, vsum, width
+from ._simd import cast_like, ldexp_int, vadd, vfma, vload, vmuladd, vsplat, vstore, vsum, width
 
 _FM = {"reassoc", "nsz", "contract", "arcp"}
 _jit = dict(parallel=True, cache=True, boundscheck=False, nogil=True, fastmath=_FM, error_model="numpy")
@@ -69,17 +71,16 @@ def _tanh(x):
 @nb.njit(inline="always")
 def _gates(a, hw):
     """The four gate slices (i, f, g, o) of one chunk-step's [4·HW] gate vector."""
-    return a[:hw], a[hw:2 * hw], a[2 * hw:3 * hw], a[3 * hw:]
+    return a[:hw], a[hw:2 * hw], a[2 * hw:3 * hw], a[3 * hw:4 * hw]
 
 
 @nb.njit(inline="always", fastmath=_FM, error_model="numpy")
-def _cell_update(a, cp, c, tc, h):
+def _cell_update(a, cp, c, tc, h, hw):
     """One chunk-step's nonlinearities and cell update, in place on the gate pre-activations a [4·HW]
     (-> σ(i), σ(f), tanh(g), σ(o)): c = f cp + i g, tc = tanh(c), h = o tc, each [HW].
 
     Loops over slices from index 0: an index like ``a[hw + j]`` gets numba's negative-index
     wrap-around select, which stops LLVM from vectorising the loop."""
-    hw = c.shape[0]
     i, f, g, o = _gates(a, hw)
     for j in range(hw):
         i[j] = _sigmoid(i[j])
@@ -97,31 +98,42 @@ def _cell_update(a, cp, c, tc, h):
         h[j] = o[j] * tc[j]
 
 
+@nb.njit(inline="always", fastmath=_FM, error_model="numpy")
+def _sparse_dot(acc0, acc1, x, lo, hi, idx, vals, W, v, lanes):
+    """(acc0, acc1) + Σ_{k in lo..hi} vals[k] x[idx[k]·W + v : … + lanes], alternating between the two
+    accumulators (independent FMA chains); x is one chunk-step's [n·W] state."""
+    k = lo
+    while k + 1 < hi:
+        acc0 = vfma(vals[k], vload(x, idx[k] * W + v, lanes), acc0)
+        acc1 = vfma(vals[k + 1], vload(x, idx[k + 1] * W + v, lanes), acc1)
+        k += 2
+    if k < hi:
+        acc0 = vfma(vals[k], vload(x, idx[k] * W + v, lanes), acc0)
+    return acc0, acc1
+
+
 @nb.njit(**_jit)
-def forward(X, h0, c0, crow_i, cols_i, vals_i, crow_h, cols_h, vals_h, bias, lanes, A, C, TC, Hs):
+def forward(X, h0, c0, crow_i, cols_i, vals_i, crow_h, cols_h, vals_h, bias, W, lanes, A, C, TC, Hs):
     """Run T steps for every batch chunk.
 
-    X [n_chunks, T, F·W] input; h0, c0 [n_chunks, H·W]; (crow_i, cols_i, vals_i) CSR of W_ih [4H, F],
-    (crow_h, cols_h, vals_h) CSR of W_hh [4H, H] (gate order i, f, g, o); bias [4H]; ``lanes`` the
-    SIMD width (`_simd.Lanes` of 16 or 32, divides W). Writes A [n_chunks, T, 4H·W] the gate activations (σ(i), σ(f),
-    tanh(g), σ(o)), C, TC, Hs [n_chunks, T, H·W] c[t], tanh(c[t]) and h[t]."""
+    X [n_chunks, T, ≥ F·W] input; h0, c0 [n_chunks, H·W]; (crow_i, cols_i, vals_i) CSR of W_ih [4H, F],
+    (crow_h, cols_h, vals_h) CSR of W_hh [4H, H] (gate order i, f, g, o); bias [4H]; W the chunk width; ``lanes`` the
+    SIMD width (`_simd.Lanes` of 16 or 32, divides W). Writes A [n_chunks, T, ≥ 4H·W] the gate
+    activations (σ(i), σ(f), tanh(g), σ(o)), C, TC, Hs [n_chunks, T, ≥ H·W] c[t], tanh(c[t]), h[t]."""
     nv = width(lanes)
-    n_chunks, T, gw = A.shape
+    n_chunks, T = A.shape[:2]
     G = crow_h.shape[0] - 1
-    W = gw // G
     for ch in nb.prange(n_chunks):
         for t in range(T):
             x, a = X[ch, t], A[ch, t]
             hp = h0[ch] if t == 0 else Hs[ch, t - 1]
             for r in range(G):
                 for v in range(0, W, nv):
-                    acc = vsplat(a, bias[r], lanes)
-                    for k in range(crow_i[r], crow_i[r + 1]):
-                        acc = vfma(vals_i[k], vload(x, cols_i[k] * W + v, lanes), acc)
-                    for k in range(crow_h[r], crow_h[r + 1]):
-                        acc = vfma(vals_h[k], vload(hp, cols_h[k] * W + v, lanes), acc)
-                    vstore(a, r * W + v, acc)
-            _cell_update(a, c0[ch] if t == 0 else C[ch, t - 1], C[ch, t], TC[ch, t], Hs[ch, t])
+                    acc0, acc1 = vsplat(a, bias[r], lanes), vsplat(a, 0, lanes)
+                    acc0, acc1 = _sparse_dot(acc0, acc1, x, crow_i[r], crow_i[r + 1], cols_i, vals_i, W, v, lanes)
+                    acc0, acc1 = _sparse_dot(acc0, acc1, hp, crow_h[r], crow_h[r + 1], cols_h, vals_h, W, v, lanes)
+                    vstore(a, r * W + v, vadd(acc0, acc1))
+            _cell_update(a, c0[ch] if t == 0 else C[ch, t - 1], C[ch, t], TC[ch, t], Hs[ch, t], G // 4 * W)
 
 
 @nb.njit(inline="always", fastmath=_FM, error_model="numpy")
@@ -130,14 +142,13 @@ def _transposed_product(out, dg, crow_t, rows_t, vals_t, W, lanes):
     nv = width(lanes)
     for c in range(crow_t.shape[0] - 1):
         for v in range(0, W, nv):
-            acc = vsplat(out, 0, lanes)
-            for q in range(crow_t[c], crow_t[c + 1]):
-                acc = vfma(vals_t[q], vload(dg, rows_t[q] * W + v, lanes), acc)
-            vstore(out, c * W + v, acc)
+            zero = vsplat(out, 0, lanes)
+            acc0, acc1 = _sparse_dot(zero, zero, dg, crow_t[c], crow_t[c + 1], rows_t, vals_t, W, v, lanes)
+            vstore(out, c * W + v, vadd(acc0, acc1))
 
 
 @nb.njit(**_jit)
-def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, vals_ti, lanes, need_dx,
+def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, vals_ti, W, lanes, need_dx,
              DG, DX, GB, dh, dc):
     """Backpropagate through T steps for every batch chunk (shapes as in `forward`).
 
@@ -149,9 +160,8 @@ def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, 
     [n_chunks, T, F·W] = W_ihᵀ δ[t] (only if ``need_dx``), GB [n_chunks, 4H·W] δ summed over time
     (the bias gradient before the sum over chunks and lanes), and on exit dh, dc = ∂E/∂h0, ∂E/∂c0."""
     nv = width(lanes)
-    n_chunks, T, gw = A.shape
-    hw = gw // 4
-    W = hw // (crow_th.shape[0] - 1)
+    n_chunks, T = A.shape[:2]
+    hw = (crow_th.shape[0] - 1) * W
     for ch in nb.prange(n_chunks):
         dhc, dcc, gb = dh[ch], dc[ch], GB[ch]
         dhc[:] = 0  # W_hhᵀ δ[t+1]: the recurrent part of ∂E/∂h[t]
@@ -170,7 +180,7 @@ def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, 
                 di[j], df[j] = d_c * g * i * (one - i), d_c * cp[j] * f * (one - f)
                 dgg[j], do[j] = d_c * i * (one - g * g), d_h * tcj * o * (one - o)
                 dcc[j] = d_c * f
-            for j in range(gw):  # the bias gradient, summed over time
+            for j in range(4 * hw):  # the bias gradient, summed over time
                 gb[j] += dg[j]
             _transposed_product(dhc, dg, crow_th, rows_th, vals_th, W, lanes)
             if need_dx:
@@ -178,40 +188,52 @@ def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, 
 
 
 @nb.njit(inline="always", fastmath=_FM, error_model="numpy")
-def _row_gradient(gw, lo, hi, cols, DG, r, P, p0, shift, t0, t1, W, lanes):
-    """gw[k] += Σ_chunks Σ_{t0 <= t < t1} DG[., t, row r] · pre[., t, col_k] for k in lo..hi (the
-    entries of row r); pre as in `weight_gradients`."""
+def _row_gradient(gw, lo, hi, cols, dg, r, p, p0, shift, t0, t1, W, lanes):
+    """gw[k] += Σ_chunks Σ_{t0 <= t < t1} δ[., t, row r] · pre[., t, col_k] for k in lo..hi (the
+    entries of row r); dg, p, p0: DG, P, p0 of `weight_gradients` (3-D, 3-D, 2-D)."""
     nv = width(lanes)
+    n_chunks, T, sd = dg.shape
+    sp = p.shape[2]
+    dgf, pf, p0f = dg.reshape(-1), p.reshape(-1), p0.reshape(-1)
+    ta = max(t0, shift)  # first step that reads P (W_hh's t = 0 reads h0)
     for k in range(lo, hi):
         c = cols[k]
         s = gw[k]
         for v in range(0, W, nv):
-            acc = vsplat(gw, 0, lanes)
-            for ch in range(DG.shape[0]):
-                for t in range(t0, t1):
-                    pre = p0[ch] if t < shift else P[ch, t - shift]
-                    acc = vmuladd(vload(DG[ch, t], r * W + v, lanes), vload(pre, c * W + v, lanes), acc)
-            s += vsum(acc)
+            acc0, acc1 = vsplat(gw, 0, lanes), vsplat(gw, 0, lanes)
+            for ch in range(n_chunks):
+                if t0 < shift:
+                    acc1 = vmuladd(vload(dgf, ch * T * sd + r * W + v, lanes),
+                                   vload(p0f, ch * p0.shape[1] + c * W + v, lanes), acc1)
+                i = (ch * T + ta) * sd + r * W + v
+                j = (ch * T + ta - shift) * sp + c * W + v
+                for t in range(ta, t1 - 1, 2):  # two steps per iteration: two independent FMA chains
+                    acc0 = vmuladd(vload(dgf, i, lanes), vload(pf, j, lanes), acc0)
+                    acc1 = vmuladd(vload(dgf, i + sd, lanes), vload(pf, j + sp, lanes), acc1)
+                    i += 2 * sd
+                    j += 2 * sp
+                if (t1 - ta) % 2:
+                    acc0 = vmuladd(vload(dgf, i, lanes), vload(pf, j, lanes), acc0)
+            s += vsum(vadd(acc0, acc1))
         gw[k] = s
 
 
 @nb.njit(**_jit)
-def weight_gradients(DG, X, Hs, h0, crow_i, cols_i, crow_h, cols_h, lanes, block, gw_i, gw_h):
+def weight_gradients(DG, X, Hs, h0, crow_i, cols_i, crow_h, cols_h, W, lanes, block, gw_i, gw_h):
     """Both weight gradients as one SDDMM over the T·B rows, in CSR order:
     gw_i[k] = Σ_t Σ_b δ[t, b, row_k] x[t, b, col_k] (W_ih [4H, F]) and
     gw_h[k] = Σ_t Σ_b δ[t, b, row_k] h[t-1, b, col_k] (W_hh [4H, H], h[-1] = h0).
 
-    DG [n_chunks, T, 4H·W] from `backward`; X [n_chunks, T, F·W], Hs [n_chunks, T, H·W], h0
+    DG [n_chunks, T, ≥ 4H·W] from `backward`; X [n_chunks, T, ≥ F·W], Hs [n_chunks, T, ≥ H·W], h0
     [n_chunks, H·W] from `forward`. Parallel over rows (a row's δ is read once for both matrices);
     time runs in blocks of ``block`` steps, so a block of the presynaptic states stays in L2 while
     every row reads it, and the lane sum is paid once per entry and block."""
-    n_chunks, T, gws = DG.shape
+    T = DG.shape[1]
     G = crow_h.shape[0] - 1
-    W = gws // G
     gw_i[:] = 0
     gw_h[:] = 0
     for t0 in range(0, T, block):
         t1 = min(T, t0 + block)
         for r in nb.prange(G):
-            _row_gradient(gw_i, crow_i[r], crow_i[r + 1], cols_i, DG, r, X, X[:, 0], 0, t0, t1, W, lanes)
+            _row_gradient(gw_i, crow_i[r], crow_i[r + 1], cols_i, DG, r, X, h0, 0, t0, t1, W, lanes)
             _row_gradient(gw_h, crow_h[r], crow_h[r + 1], cols_h, DG, r, Hs, h0, 1, t0, t1, W, lanes)

@@ -6,7 +6,9 @@ registers (it cannot prove the output row does not alias the input), and with B 
 vectorised loop body (vector width × interleave) is longer than the trip count, so the scalar
 remainder loop does all the work: ~5–7 GMAC/s. With an explicit vector value
 (``acc = vfma(w, vload(x, i, lanes), acc)``) the accumulator stays in registers and each synapse is
-one vector load and one FMA per 16 lanes: ~19 GMAC/s on one core (float32, AVX-512).
+one vector load and one FMA per 16 lanes: ~19 GMAC/s on one core (float32, AVX-512). An FMA
+waits for the previous one on the same accumulator (4 cycles), so the kernels keep two
+accumulators per sum and add them at the end.
 
 A vector is an LLVM ``<lanes x dtype>`` value; its width must be a compile-time constant, so kernels
 take a `Lanes` object, which numba types by its width (one compiled and cached specialisation per
@@ -20,7 +22,7 @@ the vector covers ``arr[i : i + lanes]``, no bounds check):
 - ``vsplat(arr, value, lanes)``: every lane = ``value`` (in ``arr``'s dtype);
 - ``vload(arr, i, lanes)`` / ``vstore(arr, i, v)``;
 - ``vfma(w, x, acc)``: ``acc + w * x`` for a scalar ``w``;
-- ``vmuladd(a, b, acc)``: ``acc + a * b`` lane by lane;
+- ``vmuladd(a, b, acc)``: ``acc + a * b`` lane by lane; ``vadd(a, b)``: ``a + b``;
 - ``vsum(v)``: the sum of the lanes (a pairwise tree);
 - ``cast_like(value, x)``: ``value`` converted to ``x``'s type (a float64 constant in float32
   code stays float32);
@@ -33,7 +35,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import NativeValue, intrinsic, models, register_model, typeof_impl, unbox
 
-__all__ = ["Lanes", "width", "vsplat", "vload", "vstore", "vfma", "vmuladd", "vsum", "cast_like", "ldexp_int"]
+__all__ = ["Lanes", "width", "vsplat", "vload", "vstore", "vfma", "vmuladd", "vadd", "vsum", "cast_like", "ldexp_int"]
 
 _FAST = ("reassoc", "nsz", "contract")
 _I32 = ir.IntType(32)
@@ -167,6 +169,17 @@ def vmuladd(typingctx, a, b, acc):
         return builder.fadd(args[2], builder.fmul(args[0], args[1], flags=_FAST), flags=_FAST)
 
     return a(a, b, acc), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    if not isinstance(a, Vec) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=_FAST)
+
+    return a(a, b), codegen
 
 
 @intrinsic

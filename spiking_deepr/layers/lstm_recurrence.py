@@ -44,7 +44,8 @@ from ._simd import Lanes
 __all__ = ["JointMatrix", "lstm_recurrence"]
 
 _LANE_QUANTUM = 16  # a chunk's width is a multiple of this many batch entries (one AVX-512 float32 vector)
-_BLOCK_BYTES = 512 * 1024  # the weight gradient's time block of presynaptic states should fit in L2
+_STEP_PAD = 16  # elements after each step's rows (64 B in float32): the step stride is no power of two
+_BLOCK_BYTES = 1024 * 1024  # the weight gradient's time block of presynaptic states: ~L2 (measured best)
 
 
 class JointMatrix(NamedTuple):
@@ -92,12 +93,13 @@ class _Chunks(NamedTuple):
         return _Chunks(n, width, Lanes(32 if width % 32 == 0 else 16))
 
     def shape(self, *lead: int, rows: int) -> Tuple[int, ...]:
-        """The chunk-major shape of a [*lead, B, rows] tensor."""
-        return (self.n, *lead, rows * self.width)
+        """The chunk-major shape of a [*lead, B, rows] tensor: [n, *lead, rows·width (+ _STEP_PAD
+        if there are leading dimensions)]."""
+        return (self.n, *lead, rows * self.width + (_STEP_PAD if lead else 0))
 
     def split(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """[*lead, B, R] (batch-major) -> [n, *lead, R·width] (chunk-major, zero lanes as padding),
-        into ``out`` if given."""
+        """[*lead, B, R] (batch-major) -> [n, *lead, R·width (+ pad)] (chunk-major, zero lanes as
+        padding), into ``out`` if given."""
         *lead, batch, rows = x.shape
         x = x.detach()
         if batch < self.n * self.width:
@@ -105,16 +107,17 @@ class _Chunks(NamedTuple):
         k = len(lead)
         x = x.reshape(*lead, self.n, self.width, rows).permute(k, *range(k), k + 2, k + 1)
         out = torch.empty(self.shape(*lead, rows=rows), dtype=x.dtype) if out is None else out
-        out.view(self.n, *lead, rows, self.width).copy_(x)
+        out[..., :rows * self.width].view(self.n, *lead, rows, self.width).copy_(x)
         return out
 
-    def join(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        """Inverse of `split`: [n, *lead, R·width] -> a new [*lead, batch, R] tensor."""
-        n, *lead, rw = y.shape
+    def join(self, y: torch.Tensor, batch: int, rows: int) -> torch.Tensor:
+        """Inverse of `split`: [n, *lead, R·width (+ pad)] -> a new [*lead, batch, R] tensor."""
+        n, *lead, _ = y.shape
         k = len(lead)
-        y = y.reshape(n, *lead, rw // self.width, self.width).permute(*range(1, k + 1), 0, k + 2, k + 1)
-        y = y.reshape(*lead, n * self.width, rw // self.width)[..., :batch, :]
-        return torch.empty(y.shape, dtype=y.dtype).copy_(y)
+        y = y[..., :rows * self.width].view(n, *lead, rows, self.width).permute(*range(1, k + 1), 0, k + 2, k + 1)
+        out = torch.empty(*lead, n * self.width, rows, dtype=y.dtype)
+        out.view(*lead, n, self.width, rows).copy_(y)
+        return out if batch == n * self.width else out[..., :batch, :].contiguous()
 
 
 class _BufferPool:
@@ -177,10 +180,10 @@ class _LSTMRecurrence(torch.autograd.Function):
             ch.split(x, out=X)
             lk.forward(X.numpy(), h0c.numpy(), c0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(), vi.numpy(),
                        s_hh.crow.numpy(), s_hh.cols.numpy(), vh.numpy(), bias.detach().to(dtype).contiguous().numpy(),
-                       ch.lanes, A.numpy(), C.numpy(), TC.numpy(), Hs.numpy())
+                       ch.width, ch.lanes, A.numpy(), C.numpy(), TC.numpy(), Hs.numpy())
             ctx.save_for_backward(A, C, TC, Hs, h0c, c0c, X, vi[s_ih.perm_t], vh[s_hh.perm_t])
             ctx.structures, ctx.chunks = (s_ih, s_hh), ch
-            return ch.join(Hs, B), ch.join(C[:, -1], B)
+            return ch.join(Hs, B, H), ch.join(C[:, -1], B, H)
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):
@@ -189,7 +192,8 @@ class _LSTMRecurrence(torch.autograd.Function):
         A, C, TC, Hs, h0c, c0c, X, vi_t, vh_t = ctx.saved_tensors
         s_ih, s_hh = ctx.structures
         ch = ctx.chunks
-        n, T, GW = A.shape
+        n, T = A.shape[:2]
+        G, F = s_hh.crow.numel() - 1, s_ih.crow_t.numel() - 1
         dtype = A.dtype
         B = grad_h.shape[1] if grad_h is not None else grad_c.shape[0]
         need_dx = ctx.needs_input_grad[0]
@@ -200,15 +204,16 @@ class _LSTMRecurrence(torch.autograd.Function):
             else:
                 ch.split(grad_h.to(dtype), out=GH)
             dc = torch.zeros_like(h0c) if grad_c is None else ch.split(grad_c.to(dtype))
-            GB, dh = torch.empty(n, GW, dtype=dtype), torch.empty_like(h0c)
+            GB, dh = torch.empty(n, G * ch.width, dtype=dtype), torch.empty_like(h0c)
             lk.backward(GH.numpy(), A.numpy(), C.numpy(), TC.numpy(), h0c.numpy(), c0c.numpy(), s_hh.crow_t.numpy(),
                         s_hh.rows_t.numpy(), vh_t.numpy(), s_ih.crow_t.numpy(), s_ih.rows_t.numpy(), vi_t.numpy(),
-                        ch.lanes, need_dx, DG.numpy(), DX.numpy(), GB.numpy(), dh.numpy(), dc.numpy())
+                        ch.width, ch.lanes, need_dx, DG.numpy(), DX.numpy(), GB.numpy(), dh.numpy(), dc.numpy())
             gw_i, gw_h = torch.empty(s_ih.cols.numel(), dtype=dtype), torch.empty(s_hh.cols.numel(), dtype=dtype)
             if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
                 block = max(1, min(T, _BLOCK_BYTES // (Hs[:, 0].numel() * Hs.element_size())))
                 lk.weight_gradients(DG.numpy(), X.numpy(), Hs.numpy(), h0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(),
-                                    s_hh.crow.numpy(), s_hh.cols.numpy(), ch.lanes, block, gw_i.numpy(), gw_h.numpy())
-            gbias = GB.view(n, GW // ch.width, ch.width).sum((0, 2))
-            dx = ch.join(DX, B) if need_dx else None
-            return dx, ch.join(dh, B), ch.join(dc, B), gw_i, gw_h, gbias, None, None
+                                    s_hh.crow.numpy(), s_hh.cols.numpy(), ch.width, ch.lanes, block, gw_i.numpy(),
+                                    gw_h.numpy())
+            gbias = GB.view(n, G, ch.width).sum((0, 2))
+            dx = ch.join(DX, B, F) if need_dx else None
+            return dx, ch.join(dh, B, G // 4), ch.join(dc, B, G // 4), gw_i, gw_h, gbias, None, None
