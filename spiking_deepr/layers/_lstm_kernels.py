@@ -190,32 +190,47 @@ def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, 
 @nb.njit(inline="always", fastmath=_FM, error_model="numpy")
 def _row_gradient(gw, lo, hi, cols, dg, r, p, p0, shift, t0, t1, W, lanes):
     """gw[k] += Σ_chunks Σ_{t0 <= t < t1} δ[., t, row r] · pre[., t, col_k] for k in lo..hi (the
-    entries of row r); dg, p, p0: DG, P, p0 of `weight_gradients` (3-D, 3-D, 2-D)."""
+    entries of row r); dg, p, p0: DG, P, p0 of `weight_gradients` (3-D, 3-D, 2-D). Four entries at
+    a time: each δ vector loaded serves all four, and the four sums are independent FMA chains."""
     nv = width(lanes)
     n_chunks, T, sd = dg.shape
-    sp = p.shape[2]
+    sp, s0 = p.shape[2], p0.shape[1]
     dgf, pf, p0f = dg.reshape(-1), p.reshape(-1), p0.reshape(-1)
     ta = max(t0, shift)  # first step that reads P (W_hh's t = 0 reads h0)
-    for k in range(lo, hi):
-        c = cols[k]
-        s = gw[k]
+    for k in range(lo, hi, 4):
+        # entries past the row's end repeat its last one; their sums are dropped
+        k1, k2, k3 = min(k + 1, hi - 1), min(k + 2, hi - 1), min(k + 3, hi - 1)
+        c0, c1, c2, c3 = cols[k] * W, cols[k1] * W, cols[k2] * W, cols[k3] * W
+        g0, g1, g2, g3 = gw[k], gw[k1], gw[k2], gw[k3]
         for v in range(0, W, nv):
-            acc0, acc1 = vsplat(gw, 0, lanes), vsplat(gw, 0, lanes)
+            a0, a1, a2, a3 = (vsplat(gw, 0, lanes), vsplat(gw, 0, lanes), vsplat(gw, 0, lanes),
+                              vsplat(gw, 0, lanes))
             for ch in range(n_chunks):
                 if t0 < shift:
-                    acc1 = vmuladd(vload(dgf, ch * T * sd + r * W + v, lanes),
-                                   vload(p0f, ch * p0.shape[1] + c * W + v, lanes), acc1)
+                    d = vload(dgf, ch * T * sd + r * W + v, lanes)
+                    j = ch * s0 + v
+                    a0 = vmuladd(d, vload(p0f, j + c0, lanes), a0)
+                    a1 = vmuladd(d, vload(p0f, j + c1, lanes), a1)
+                    a2 = vmuladd(d, vload(p0f, j + c2, lanes), a2)
+                    a3 = vmuladd(d, vload(p0f, j + c3, lanes), a3)
                 i = (ch * T + ta) * sd + r * W + v
-                j = (ch * T + ta - shift) * sp + c * W + v
-                for t in range(ta, t1 - 1, 2):  # two steps per iteration: two independent FMA chains
-                    acc0 = vmuladd(vload(dgf, i, lanes), vload(pf, j, lanes), acc0)
-                    acc1 = vmuladd(vload(dgf, i + sd, lanes), vload(pf, j + sp, lanes), acc1)
-                    i += 2 * sd
-                    j += 2 * sp
-                if (t1 - ta) % 2:
-                    acc0 = vmuladd(vload(dgf, i, lanes), vload(pf, j, lanes), acc0)
-            s += vsum(vadd(acc0, acc1))
-        gw[k] = s
+                j = (ch * T + ta - shift) * sp + v
+                for t in range(ta, t1):
+                    d = vload(dgf, i, lanes)
+                    a0 = vmuladd(d, vload(pf, j + c0, lanes), a0)
+                    a1 = vmuladd(d, vload(pf, j + c1, lanes), a1)
+                    a2 = vmuladd(d, vload(pf, j + c2, lanes), a2)
+                    a3 = vmuladd(d, vload(pf, j + c3, lanes), a3)
+                    i += sd
+                    j += sp
+            g0, g1, g2, g3 = g0 + vsum(a0), g1 + vsum(a1), g2 + vsum(a2), g3 + vsum(a3)
+        gw[k] = g0
+        if k1 > k:
+            gw[k1] = g1
+        if k2 > k1:
+            gw[k2] = g2
+        if k3 > k2:
+            gw[k3] = g3
 
 
 @nb.njit(**_jit)
