@@ -20,17 +20,23 @@ GEMM rate says how far a kernel is from what one core does on dense data.
 Writes ``benchmarks/results/bench_layers.json`` and prints a Markdown table. ``--quick`` uses small
 sizes (a smoke run). Timings are medians of ``--repeat`` steps after a warm-up step, sparse and
 dense steps alternating (both see the same machine load); wall-clock and process CPU time; the
-spread is the range of the per-repetition (paired) speed-ups.
+spread is the range of the per-repetition (paired) speed-ups. Every row records the 1-minute load
+average before and after it (``loadavg``): on a shared machine timings vary with it. With
+``--only``, the rows of the other layer are kept from the existing JSON (each row says when it
+was measured).
 
     python benchmarks/bench_layers.py [--quick] [--repeat 3] [--threads 1 2] [--profile] [--also-steps]
 
 Threads: torch and numba each keep an OpenMP pool; on a small (2-core, shared) machine with both
-at 2 threads they spin against each other, which hurts the many small per-step ops of a recurrent
-layer (see the LSTM row at 2 threads). Compare settings with ``--threads 1 2``.
+at 2 threads they spin against each other, and on an oversubscribed machine every parallel
+region waits for a descheduled thread. The fused LSTM splits the batch into one chunk per numba
+thread (no synchronisation inside the time loop). Compare settings with ``--threads 1 2``.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
 import time
@@ -206,6 +212,7 @@ def main(argv=None):
             numba.set_num_threads(threads)
         lif_sizes = (512, 50, 8, 20, 0.05) if args.quick else (4096, 100, 32, 100, 0.01)
         first = len(rows)
+        load_before = os.getloadavg()[0]
         if args.only in (None, "lif"):
             rows.append(bench_lif(*lif_sizes, args.repeat, args.profile))
             if args.also_steps:
@@ -217,24 +224,31 @@ def main(argv=None):
                 rows.append(bench_lstm(*sizes, args.repeat, args.profile))
         for r in rows[first:]:
             r.setdefault("threads", torch.get_num_threads())
+            r["loadavg"] = [load_before, os.getloadavg()[0]]
+            r["measured"] = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
 
     gemm = gemm_rate(1)
     for r in rows:
         r["floor_fraction"] = r["sparse_gmacs"] / gemm
-    meta = dict(gemm_gmacs_1thread=gemm, torch=torch.__version__, norse=norse.__version__ if hasattr(norse, "__version__") else "1.1.0",
-                cpu_count=__import__("os").cpu_count(),
+    if args.only and args.out.exists():  # keep the other layer's rows of the previous run
+        kept = [r for r in json.loads(args.out.read_text())["results"]
+                if not r["layer"].lower().startswith(args.only)]
+        rows = kept + rows
+    meta = dict(gemm_gmacs_1thread=gemm, loadavg_1_5_15=list(os.getloadavg()), torch=torch.__version__,
+                norse=norse.__version__ if hasattr(norse, "__version__") else "1.1.0", cpu_count=os.cpu_count(),
                 machine=platform.processor() or platform.machine(), quick=args.quick, repeat=args.repeat)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dumps_strict(dict(meta=meta, results=rows), indent=2))
     print(f"\n{meta}\n")
     print("| layer | config | threads | baseline | sparse step (s) | dense step (s) | speed-up (range) | "
-          "speed-up (CPU time) | sparse MACs | sparse GMAC/CPU-s | dense GMAC/CPU-s | of 1-core GEMM |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "speed-up (CPU time) | sparse MACs | sparse GMAC/CPU-s | dense GMAC/CPU-s | of 1-core GEMM | load |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['layer']} | {r['config']} | {r['threads']} | {r['baseline']} | {r['sparse_s']:.3f} | "
               f"{r['dense_s']:.3f} | {r['speedup']:.1f}x ({r['speedup_min']:.1f}–{r['speedup_max']:.1f}) | "
               f"{r['speedup_cpu']:.1f}x | {r['sparse_macs'] / 1e9:.2f} G | {r['sparse_gmacs']:.1f} | "
-              f"{r['dense_gmacs']:.1f} | {100 * r['floor_fraction']:.0f} % |")
+              f"{r['dense_gmacs']:.1f} | {100 * r['floor_fraction']:.0f} % | "
+              f"{'–'.join(f'{v:.1f}' for v in r.get('loadavg', []))} |")
     print(f"\nsingle-core float32 GEMM: {gemm:.1f} GMAC/s")
     print(f"\nwritten to {args.out}")
     return rows
