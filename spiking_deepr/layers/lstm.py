@@ -17,11 +17,10 @@ DEEP R budgets (``budget``):
 - ``"per_gate"``: four input matrices [H, F] and four recurrent matrices [H, H], each with its own
   fixed K (every gate keeps the same number of connections).
 
-The input product of all T steps is computed before the time loop (one sparse product over T·B
-rows); only the recurrent product runs per step. On the CPU (``fused=True``, the
-default) the time loop and its backward pass run in the fused kernels of
-:mod:`spiking_deepr.layers.lstm_recurrence` (equal to :func:`lstm_step` to rounding); ``fused=False``
-and GPU tensors loop over :func:`lstm_step` with autograd.
+On the CPU (``fused=True``, the default) the time loop and its backward pass run in the fused
+kernels of :mod:`spiking_deepr.layers.lstm_recurrence` (equal to :func:`lstm_step` to rounding);
+``fused=False`` and GPU tensors loop over :func:`lstm_step` with autograd, the input product of all
+T steps computed before the loop (one sparse product over T·B rows).
 
 Dense matrices (every entry active: ``rewiring.algorithm=dense``): with ``fused=True`` the layer runs
 torch's own fused LSTM (``torch.nn.LSTM``'s kernel, cuDNN on a GPU) on the dense views of the
