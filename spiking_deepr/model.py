@@ -89,8 +89,9 @@ class ModelConfig:
             next layer, sparse readout). Input-feature signs stay random. Not for LSTMs.
         excitatory_fraction: fraction of excitatory neurons under ``dale``.
         lstm_budget: ``"joint"`` (one matrix over the four gates) | ``"per_gate"`` (four).
-        lstm_forget_bias: initial forget-gate bias of LSTMs (null: torch's uniform init), dense and sparse
-            alike; 1.0 (Jozefowicz et al. 2015; README "Default configurations").
+        lstm_forget_bias: initial forget-gate bias of LSTMs, dense and sparse alike (e.g. 1.0, Jozefowicz
+            et al. 2015); null: torch's uniform init (the default: it validated better, README
+            "Default configurations").
         init_gain: multiplies the default initialisation std (1/sqrt(fan-in) of the dense matrix
             each SparseMatrix replaces).
     Input quantisation (what a fixed-point chip receives; set by ``sdr finetune --qat``)
@@ -133,7 +134,7 @@ class ModelConfig:
     dale: bool = False
     excitatory_fraction: float = 0.8
     lstm_budget: str = "joint"
-    lstm_forget_bias: Optional[float] = 1.0
+    lstm_forget_bias: Optional[float] = None
     init_gain: float = 1.0
     input_step: Optional[float] = None
     input_bits: int = 8

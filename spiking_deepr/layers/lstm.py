@@ -81,9 +81,9 @@ class SparseLSTM(nn.Module):
         fan_in_cap: per-matrix cap on connections into one gate unit.
         bias: learnable bias [4H] (initialised like torch: U(-1/sqrt(H), 1/sqrt(H)), forget-gate entries
             then set to ``forget_bias``).
-        forget_bias: initial forget-gate bias (None: torch's uniform init). 1.0 by default (Jozefowicz et
-            al. 2015): the cell starts out remembering, so gradients reach early frames; with torch's
-            init, dense GunPoint LSTMs sat on a loss plateau for ~100 epochs.
+        forget_bias: initial forget-gate bias, e.g. 1.0 (Jozefowicz et al. 2015: the cell starts out
+            remembering); None (default): torch's uniform init, which validated better on GunPoint and
+            PLAID (README "Default configurations").
         init_std: std of the dense initialisation the matrices replace (default 1/sqrt(H), roughly
             torch's uniform init).
         fused: run the time loop in the fused CPU kernels (`lstm_recurrence`) where possible; False
@@ -94,7 +94,7 @@ class SparseLSTM(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, *, budget: str = "joint",
                  input_connectivity: float = 1.0, recurrent_connectivity: float = 1.0,
                  fan_in_cap: Optional[int] = None, bias: bool = True, init_std: Optional[float] = None,
-                 forget_bias: Optional[float] = 1.0,
+                 forget_bias: Optional[float] = None,
                  fused: bool = True, seed: int = 0) -> None:
         super().__init__()
         if budget not in BUDGETS:

@@ -84,20 +84,21 @@ def test_shapes_state_and_errors():
 
 @pytest.mark.parametrize("connectivity", [1.0, 0.3])
 def test_forget_gate_bias_in_sparse_and_dense_paths(connectivity):
-    """The forget-gate bias starts at 1 (Jozefowicz et al. 2015) for a full matrix, which runs torch's
-    fused nn.LSTM kernel, and for a sparse one, which runs this project's kernels; both paths equal the
-    step-by-step reference with that bias, and the other gates keep torch's U(-1/sqrt(H), 1/sqrt(H))."""
+    """``forget_bias=1`` (Jozefowicz et al. 2015) sets the forget-gate bias for a full matrix, which runs
+    torch's fused nn.LSTM kernel, and for a sparse one, which runs this project's kernels; both paths
+    equal the step-by-step reference with that bias, and the other gates keep torch's
+    U(-1/sqrt(H), 1/sqrt(H)), which the default (None) uses for all four."""
     F, H, T, B = 3, 5, 6, 2
     kw = dict(input_connectivity=connectivity, recurrent_connectivity=connectivity, seed=2)
-    layer = SparseLSTM(F, H, **kw).double()
-    torch_init = SparseLSTM(F, H, forget_bias=None, **kw).double()
+    layer = SparseLSTM(F, H, forget_bias=1.0, **kw).double()
+    torch_init = SparseLSTM(F, H, **kw).double()
     b = layer.bias.detach()
     assert torch.equal(b[H:2 * H], torch.ones(H, dtype=D))
     assert torch.equal(b[:H], torch_init.bias[:H]) and torch.equal(b[2 * H:], torch_init.bias[2 * H:])
     assert torch_init.bias.abs().max() <= 1 / H ** 0.5 and not torch.equal(torch_init.bias[H:2 * H], b[H:2 * H])
     x = torch.randn(T, B, F, dtype=D)
     h, s = layer(x)
-    reference = SparseLSTM(F, H, fused=False, **kw).double()
+    reference = SparseLSTM(F, H, forget_bias=1.0, fused=False, **kw).double()
     h_ref, s_ref = reference(x)
     torch.testing.assert_close(h, h_ref)
     torch.testing.assert_close(s.c, s_ref.c)
