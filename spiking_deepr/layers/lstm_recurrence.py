@@ -128,12 +128,12 @@ class _BufferPool:
     time per training step at H = 512, 1 % — more than the kernels. A pooled buffer is handed out
     again only when nothing but the pool references it (``Tensor._use_count() == 1``: no autograd
     graph still saves it, no running call holds it, as every call takes its buffers under ``lock``
-    and copies its outputs out of them). ``per_shape`` buffers of each shape and dtype are kept,
-    for at most ``shapes`` shapes (least recently used dropped)."""
+    and copies its outputs out of them). The pool holds at most ``max_bytes`` (least recently used
+    shapes dropped first; a buffer that does not fit is simply not kept)."""
 
-    def __init__(self, per_shape: int = 3, shapes: int = 24):
+    def __init__(self, max_bytes: int = 1 << 30):
         self.lock = threading.RLock()
-        self.per_shape, self.shapes = per_shape, shapes
+        self.max_bytes, self.bytes = max_bytes, 0
         self._pools: "OrderedDict[tuple, List[torch.Tensor]]" = OrderedDict()
         self.enabled = hasattr(torch.Tensor, "_use_count")
 
@@ -147,12 +147,19 @@ class _BufferPool:
             free = next((b for b in pool if b._use_count() == 1 and all(b is not o for o in out)), None)
             if free is None:
                 free = torch.empty(shape, dtype=dtype)
-                if self.enabled and len(pool) < self.per_shape:
-                    pool.append(free)
+                if self.enabled:
+                    self._keep(key, free)
             out.append(free)
-        while len(self._pools) > self.shapes:
-            self._pools.popitem(last=False)
         return out
+
+    def _keep(self, key: tuple, buf: torch.Tensor) -> None:
+        size = buf.numel() * buf.element_size()
+        while self.bytes + size > self.max_bytes and next(iter(self._pools)) != key:
+            for old in self._pools.popitem(last=False)[1]:
+                self.bytes -= old.numel() * old.element_size()
+        if self.bytes + size <= self.max_bytes:
+            self._pools[key].append(buf)
+            self.bytes += size
 
 
 _POOL = _BufferPool()

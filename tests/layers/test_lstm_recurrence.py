@@ -239,3 +239,34 @@ def test_kernel_exp_sigmoid_tanh_match_torch(dtype):
     # sigmoid's tail below e^-87 (exp's clamp) is e^-87 ~ 1.6e-38 instead of smaller
     torch.testing.assert_close(out[1], torch.sigmoid(x), rtol=4 * eps, atol=2e-38)
     torch.testing.assert_close(out[2], torch.tanh(x), rtol=0, atol=4 * eps)
+
+
+def test_buffer_pool_reuses_only_free_buffers_within_its_byte_budget():
+    """The pool hands a buffer out again only once no autograd graph saves it, never twice in one
+    call, and drops the least recently used shapes to stay within its byte budget."""
+    from spiking_deepr.layers.lstm_recurrence import _BufferPool
+
+    class Save(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, buf):
+            ctx.save_for_backward(buf)
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, None
+
+    pool = _BufferPool(max_bytes=4 * 100 * 8)
+    with pool.lock:
+        a, b = pool.take([(100,), (100,)], torch.float64)
+        assert a is not b and pool.bytes == 1600
+        assert pool.take([(100,)], torch.float64)[0] is a  # free again after the call
+        y = Save.apply(torch.ones(2, requires_grad=True), a)  # a graph saves a
+        c, d = pool.take([(100,), (100,)], torch.float64)
+        assert c is not a and d is not a and (c is b or d is b)
+        y.sum().backward()  # the graph releases a
+        assert pool.take([(100,)], torch.float64)[0] is a
+        pool.take([(150,)], torch.float64)  # 3 × 800 + 1200 > 3200: the (100,) buffers are dropped
+        assert pool.bytes == 1200 and pool.bytes <= pool.max_bytes
+        assert pool.take([(100,)], torch.float64)[0] is not a
+        assert pool.bytes == 2000
