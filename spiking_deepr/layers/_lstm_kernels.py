@@ -4,17 +4,17 @@ Layout: the batch is split into ``n_chunks`` chunks of ``W`` lanes (W a multiple
 zero lanes), one per thread; every per-step tensor is chunk-major and neuron-major,
 ``[n_chunks, T, rows·W + pad]`` (row r's lanes at ``r·W … r·W + W``; the step stride is padded off
 a power of two: the weight gradient reads one row of many steps, and with a stride of 2ᵏ bytes
-all of them fall into the same cache set). Chunks are independent sequences,
-so `forward` and `backward` run each chunk's whole time loop in one thread with no
-synchronisation between steps, and a chunk's state of one step ([4H, W]) stays in L2.
+all of them fall into the same cache set). Chunks are independent sequences, so `forward` and
+`backward` run each chunk's whole time loop in one thread with no synchronisation between steps,
+and a chunk's state of one step ([4H, W]) stays in L2.
 
 Products: each synapse is one SIMD axpy over a row's W lanes with the accumulator in registers
 (`_simd`): the gate pre-activations by rows of W_ih and W_hh (both CSR, the input x[t] folded into
 the same accumulator as W_hh h[t-1]), the input gradients Wᵀδ by rows of Wᵀ (CSR of the transpose:
 every presynaptic unit accumulates its own lanes, no scatter). The weight gradients are one SDDMM
-over all T·B rows after the time loop (`weight_gradient`), parallel over the matrix's rows and
+over all T·B rows after the time loop (`weight_gradients`), parallel over the matrix's rows and
 blocked over time so the presynaptic block stays in L2; the horizontal lane sum is paid once per
-synapse and time block, not per step.
+synapse and time block, not per step, and four entries of a row share each δ load.
 
 Nonlinearities: sigmoid and tanh from one branch-free exp (`_exp`: Cody–Waite reduction, degree-13
 Taylor polynomial, 2ⁿ by bit pattern), so the cell-update loop vectorises; exact to a few ulp in
@@ -116,10 +116,11 @@ def _sparse_dot(acc0, acc1, x, lo, hi, idx, vals, W, v, lanes):
 def forward(X, h0, c0, crow_i, cols_i, vals_i, crow_h, cols_h, vals_h, bias, W, lanes, A, C, TC, Hs):
     """Run T steps for every batch chunk.
 
-    X [n_chunks, T, ≥ F·W] input; h0, c0 [n_chunks, H·W]; (crow_i, cols_i, vals_i) CSR of W_ih [4H, F],
-    (crow_h, cols_h, vals_h) CSR of W_hh [4H, H] (gate order i, f, g, o); bias [4H]; W the chunk width; ``lanes`` the
-    SIMD width (`_simd.Lanes` of 16 or 32, divides W). Writes A [n_chunks, T, ≥ 4H·W] the gate
-    activations (σ(i), σ(f), tanh(g), σ(o)), C, TC, Hs [n_chunks, T, ≥ H·W] c[t], tanh(c[t]), h[t]."""
+    X [n_chunks, T, ≥ F·W] input; h0, c0 [n_chunks, H·W]; (crow_i, cols_i, vals_i) CSR of W_ih
+    [4H, F], (crow_h, cols_h, vals_h) CSR of W_hh [4H, H] (gate order i, f, g, o); bias [4H]; W the
+    chunk width; ``lanes`` the SIMD width (`_simd.Lanes` of 16 or 32, divides W). Writes A
+    [n_chunks, T, ≥ 4H·W] the gate activations (σ(i), σ(f), tanh(g), σ(o)), C, TC, Hs
+    [n_chunks, T, ≥ H·W] c[t], tanh(c[t]), h[t]."""
     nv = width(lanes)
     n_chunks, T = A.shape[:2]
     G = crow_h.shape[0] - 1
@@ -152,12 +153,12 @@ def backward(GH, A, C, TC, h0, c0, crow_th, rows_th, vals_th, crow_ti, rows_ti, 
              DG, DX, GB, dh, dc):
     """Backpropagate through T steps for every batch chunk (shapes as in `forward`).
 
-    GH [n_chunks, T, H·W] ∂E/∂h[t] from the loss; A, C, TC from `forward`; (crow_th, rows_th,
+    GH [n_chunks, T, ≥ H·W] ∂E/∂h[t] from the loss; A, C, TC from `forward`; (crow_th, rows_th,
     vals_th) CSR of W_hhᵀ [H, 4H] and (crow_ti, rows_ti, vals_ti) of W_ihᵀ [F, 4H]. ``dc``
     [n_chunks, H·W] holds ∂E/∂c[T-1] on entry.
 
-    Writes DG [n_chunks, T, 4H·W] ∂E/∂(gate pre-activations) (for `weight_gradient`), DX
-    [n_chunks, T, F·W] = W_ihᵀ δ[t] (only if ``need_dx``), GB [n_chunks, 4H·W] δ summed over time
+    Writes DG [n_chunks, T, ≥ 4H·W] ∂E/∂(gate pre-activations) (for `weight_gradients`), DX
+    [n_chunks, T, ≥ F·W] = W_ihᵀ δ[t] (only if ``need_dx``), GB [n_chunks, 4H·W] δ summed over time
     (the bias gradient before the sum over chunks and lanes), and on exit dh, dc = ∂E/∂h0, ∂E/∂c0."""
     nv = width(lanes)
     n_chunks, T = A.shape[:2]

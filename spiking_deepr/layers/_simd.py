@@ -12,8 +12,9 @@ accumulators per sum and add them at the end.
 
 A vector is an LLVM ``<lanes x dtype>`` value; its width must be a compile-time constant, so kernels
 take a `Lanes` object, which numba types by its width (one compiled and cached specialisation per
-width; a plain int with ``numba.literally`` instead re-runs type inference on every call). LLVM splits a vector wider than the machine's registers into
-several (a ``<32 x float>`` is two AVX-512 registers, four AVX2 ones).
+width; a plain int with ``numba.literally`` instead re-runs type inference on every call). LLVM
+splits a vector wider than the machine's registers into several (a ``<32 x float>`` is two
+AVX-512 registers, four AVX2 ones).
 
 Functions (all inlined into the caller; ``arr`` is a 1-D contiguous array, ``i`` an element offset,
 the vector covers ``arr[i : i + lanes]``, no bounds check):

@@ -218,9 +218,9 @@ class _LSTMRecurrence(torch.autograd.Function):
             gw_i, gw_h = torch.empty(s_ih.cols.numel(), dtype=dtype), torch.empty(s_hh.cols.numel(), dtype=dtype)
             if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
                 block = max(1, min(T, _BLOCK_BYTES // (Hs[:, 0].numel() * Hs.element_size())))
-                lk.weight_gradients(DG.numpy(), X.numpy(), Hs.numpy(), h0c.numpy(), s_ih.crow.numpy(), s_ih.cols.numpy(),
-                                    s_hh.crow.numpy(), s_hh.cols.numpy(), ch.width, ch.lanes, block, gw_i.numpy(),
-                                    gw_h.numpy())
+                lk.weight_gradients(DG.numpy(), X.numpy(), Hs.numpy(), h0c.numpy(), s_ih.crow.numpy(),
+                                    s_ih.cols.numpy(), s_hh.crow.numpy(), s_hh.cols.numpy(), ch.width, ch.lanes,
+                                    block, gw_i.numpy(), gw_h.numpy())
             gbias = GB.view(n, G, ch.width).sum((0, 2))
             dx = ch.join(DX, B, F) if need_dx else None
             return dx, ch.join(dh, B, G // 4), ch.join(dc, B, G // 4), gw_i, gw_h, gbias, None, None
