@@ -68,7 +68,8 @@ class RewiringConfig:
         connectivity tracks ``connectivity`` (see :class:`spiking_deepr.rewiring.SoftDeepR`).
     prune_start_epoch, prune_end_epoch: magnitude pruning ramps the budget from dense to
         ``connectivity`` between these epochs (0-based, inclusive; cubic schedule of Zhu & Gupta 2017),
-        then fine-tunes; ``prune_end_epoch`` null: the middle of the run (``train.epochs // 2 - 1``),
+        then fine-tunes; ``prune_end_epoch`` null: the middle of the planned run (``E // 2 - 1`` for the
+        E epochs the step budget spans: ``min(train.epochs, ceil(train.max_steps / batches per epoch))``),
         so the second half trains at the target.
     """
 
@@ -98,14 +99,18 @@ ALGORITHM_DEFAULTS = {
 }
 
 
-def rewiring_settings(cfg: DictConfig) -> dict:
-    """The ``rewiring`` group of ``cfg`` as a plain dict with every null replaced by its default."""
+def rewiring_settings(cfg: DictConfig, planned_epochs: Optional[int] = None) -> dict:
+    """The ``rewiring`` group of ``cfg`` as a plain dict with every null replaced by its default.
+
+    ``planned_epochs``: epochs the run's step budget spans (``train.Budget.epochs``; None:
+    ``train.epochs``) — the default end of magnitude pruning is the middle of it."""
     settings = OmegaConf.to_container(cfg.rewiring, resolve=True)
     for key, value in ALGORITHM_DEFAULTS[settings["algorithm"]].items():
         if settings.get(key) is None:
             settings[key] = value
     if settings["prune_end_epoch"] is None:
-        settings["prune_end_epoch"] = max(settings["prune_start_epoch"], cfg.train.epochs // 2 - 1)
+        epochs = cfg.train.epochs if planned_epochs is None else planned_epochs
+        settings["prune_end_epoch"] = max(settings["prune_start_epoch"], epochs // 2 - 1)
     return settings
 
 

@@ -138,12 +138,13 @@ class Optimizers:
         return [o for o in (self.sparse, self.dense) if o is not None]
 
 
-def build_optimizers(cfg: DictConfig, model: SequenceModel, planned_steps: Optional[int] = None) -> Optimizers:
+def build_optimizers(cfg: DictConfig, model: SequenceModel, budget: Optional["Budget"] = None) -> Optimizers:
     """The run's optimizers for ``rewiring.algorithm`` with its defaults filled in (`rewiring_settings`).
 
-    ``planned_steps``: optimizer steps the run is set up for (SET / RigL end their drop-fraction decay
-    at ``rewiring.decay_end`` of it; None: a constant drop fraction)."""
-    r, o = rewiring_settings(cfg), cfg.optim
+    ``budget``: the optimizer steps the run is set up for (SET / RigL end their drop-fraction decay
+    at ``rewiring.decay_end`` of it, magnitude pruning ends at the middle of its epochs; None: a
+    constant drop fraction and ``train.epochs``)."""
+    r, o = rewiring_settings(cfg, None if budget is None else budget.epochs), cfg.optim
     mats = list(model.sparse_matrices().values())
     dense_params = list(model.dense_parameters())
     betas = tuple(o.betas)
@@ -161,7 +162,7 @@ def build_optimizers(cfg: DictConfig, model: SequenceModel, planned_steps: Optio
                            adam=r["adam"], betas=betas, control=r["connectivity_control"], seed=seed)
         return Optimizers(sparse, dense)
     if algo in ("set", "rigl"):
-        decay = None if planned_steps is None else max(1, round(r["decay_end"] * planned_steps))
+        decay = None if budget is None else max(1, round(r["decay_end"] * budget.steps))
         sparse = (RigL if algo == "rigl" else SET)(
             mats, lr=o.lr, betas=betas, drop_fraction=r["drop_fraction"], update_every=r["update_every"],
             decay_steps=decay, global_budget=r["global_budget"], seed=seed)
@@ -415,7 +416,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
     task = build_run_task(cfg, run_dir if resume is not None else None)
     model = build_model(cfg, task)
     budget = Budget.of(cfg, task)
-    opts = build_optimizers(cfg, model, budget.steps)
+    opts = build_optimizers(cfg, model, budget)
     stopping = EarlyStopping(t.patience, t.min_delta, t.loss_min_delta)
     history: List[Dict] = []
     start_epoch, step, stop_reason = 0, 0, None
@@ -513,7 +514,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
         "budget": {"epochs": t.epochs, "steps": budget.steps},
         "wall_s": wall_before + time.perf_counter() - t0,
         "algorithm": cfg.rewiring.algorithm,
-        "rewiring": rewiring_settings(cfg),
+        "rewiring": rewiring_settings(cfg, budget.epochs),
         "connectivity": connectivity_summary(cfg, model),
         "rewiring_activity": rewiring_activity(model, history),
         "model": cfg.model.kind,
@@ -548,6 +549,11 @@ class Budget:
             per_epoch = min(per_epoch, t.max_batches_per_epoch)
         steps = t.epochs * per_epoch if t.max_steps is None else min(t.epochs * per_epoch, t.max_steps)
         return cls(per_epoch, steps, cfg.optim.schedule, cfg.optim.warmup_fraction)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the step budget spans (the last one may be partial)."""
+        return -(-self.steps // self.per_epoch)
 
     def lr_factor(self, step: int) -> float:
         return lr_factor(step, self.steps, self.schedule, self.warmup_fraction)

@@ -176,6 +176,17 @@ def test_every_algorithm_runs_from_its_defaults(tmp_path, algorithm):
         assert conn["per_matrix"]["layer0.w_rec"]["connectivity"] == pytest.approx(0.1, abs=0.01)
 
 
+def test_magnitude_pruning_ends_within_the_step_budget(tmp_path):
+    # 1,000 epochs allowed but 12 steps of 3 per epoch budgeted: the run spans 4 epochs, so pruning must
+    # end after epoch 4 // 2 - 1 = 1 (not 499) and the last two epochs train at the target.
+    base = [o for o in QUICK if not o.startswith("rewiring.")]
+    summary = train(load_config([*base, "train.epochs=1000", "train.max_steps=12", "train.patience=1000",
+                                 "rewiring.algorithm=magnitude_pruning", f"run.dir={tmp_path / 'prune'}"]))
+    assert summary["budget"]["steps"] == 12 and summary["epochs"] == 4
+    assert summary["rewiring"]["prune_end_epoch"] == 1
+    assert summary["connectivity"]["measured"] == pytest.approx(0.1, abs=0.005)
+
+
 def test_soft_deepr_ends_at_the_requested_connectivity(tmp_path):
     summary = train(load_config(["task=smoke", "task.size=tiny", "model=lif", "model.hidden=[24]",
                                  "train.batch_size=4", "train.max_batches_per_epoch=10", "train.epochs=3",
