@@ -79,8 +79,9 @@ def run_epoch(size: str, network: str, algorithm: str, connectivity: float, thre
     from spiking_deepr.config import load_config
 
     cfg = load_config(_overrides(size, network, algorithm, connectivity, threads, batch_size))
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # as `train` sets up its process
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    tr.keep_freed_memory()
     t0 = time.perf_counter()
     task = tr.build_run_task(cfg)
     task_s = time.perf_counter() - t0
