@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                               "                                     (sequence accuracy for sequence tasks)\n"
                               "  train.loss_min_delta=X             a loss drop that counts as progress\n"
                               "  optim.schedule=cosine|constant optim.warmup_fraction=X   lr schedule\n"
+                              "  optim.sparse_lr_scale=none|init   init: each sparse matrix's lr x 1/sqrt(p)\n"
+                              "                                     (its initial scale; default none)\n"
                               "  train.pooling=mean|last|max train.sequence_loss=BOOL     sequence tasks\n"
                               "  task.normalize=BOOL                standardise npz inputs (training stats)\n"
                               "  task.sequence_normalize=BOOL       npz: z-normalise each sequence first\n"

@@ -31,7 +31,7 @@ from tasks.phones import LABEL_SETS
 from .errors import UserError
 from .model import ModelConfig
 from .pooling import POOLINGS
-from .schedule import SCHEDULES
+from .schedule import SCHEDULES, SPARSE_LR_SCALES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("task", "model")
@@ -123,6 +123,14 @@ class OptimConfig:
         ``constant`` (after the warm-up); see :mod:`spiking_deepr.schedule`.
     warmup_fraction: fraction of the budget's optimizer steps spent ramping the lr up linearly.
     grad_clip: clip the global gradient norm to this (null: no clipping).
+    sparse_lr_scale: ``none`` (every parameter steps with ``lr``) or ``init`` (the magnitudes of each
+        sparse matrix step with ``lr / sqrt(p)``, p its connectivity at initialisation: the ratio of its
+        initial magnitude std, sigma / sqrt(p), to the dense one, so Adam moves theta by the same
+        *relative* amount at any connectivity). Applies to every algorithm (fixed, DEEP R, SET, RigL,
+        soft-DEEP R; magnitude pruning starts dense, p = 1); the lr schedule multiplies it. DEEP R's L1
+        and noise steps use the matrix's lr too (the paper's update with eta = lr / sqrt(p)): in units of
+        the initial scale the L1 step is then alpha * lr, as in a dense matrix, while the noise shrinks by
+        p^(1/4) (moot at the default T = 0).
     """
 
     lr: float = 1e-2
@@ -130,6 +138,7 @@ class OptimConfig:
     grad_clip: Optional[float] = 1.0
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
+    sparse_lr_scale: str = "none"
 
 
 @dataclass
@@ -285,6 +294,8 @@ def validate(cfg: DictConfig) -> None:
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "> 0 or null", o.grad_clip)
     _require(o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}", o.schedule)
     _require(0 <= o.warmup_fraction < 1, "optim.warmup_fraction", "in [0, 1)", o.warmup_fraction)
+    _require(o.sparse_lr_scale in SPARSE_LR_SCALES, "optim.sparse_lr_scale", f"one of {SPARSE_LR_SCALES}",
+             o.sparse_lr_scale)
     _require(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
     _require(t.max_steps is None or t.max_steps >= 1, "train.max_steps", ">= 1 or null", t.max_steps)
     _require(t.patience is None or t.patience >= 1, "train.patience", ">= 1 or null", t.patience)

@@ -21,6 +21,7 @@ from typing import Iterable
 import torch
 
 SCHEDULES = ("cosine", "constant")
+SPARSE_LR_SCALES = ("none", "init")
 
 
 def lr_factor(step: int, total: int, schedule: str = "cosine", warmup_fraction: float = 0.0) -> float:
@@ -36,7 +37,8 @@ def lr_factor(step: int, total: int, schedule: str = "cosine", warmup_fraction: 
 
 
 def set_lr(optimizers: Iterable[torch.optim.Optimizer], lr: float) -> None:
-    """Set ``lr`` in every parameter group of every optimizer (DEEP R's noise and L1 steps scale with it)."""
+    """Set ``lr`` in every parameter group of every optimizer, times the group's ``lr_scale`` where it has
+    one (``optim.sparse_lr_scale=init``); DEEP R's noise and L1 steps scale with it."""
     for opt in optimizers:
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)

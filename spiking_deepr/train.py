@@ -49,6 +49,7 @@ from .errors import TrainingDivergedError, UserFileNotFoundError
 from .model import SequenceModel
 from .pooling import pool_logits
 from .schedule import lr_factor, set_lr
+from .sparse import SparseMatrix
 from .stopping import EarlyStopping
 from .rewiring import SET, DeepR, DeepRAdam, MagnitudePruning, RigL, SoftDeepR
 from .rundir import RunExistsError, RunLock, remove_stale_temporaries
@@ -138,6 +139,28 @@ class Optimizers:
         return [o for o in (self.sparse, self.dense) if o is not None]
 
 
+def sparse_lr_scale(m: SparseMatrix, mode: str) -> float:
+    """The factor on ``optim.lr`` for matrix ``m``'s magnitudes: 1 (``none``) or, for ``init``,
+    1 / sqrt(p) with p = K / (n_out * n_in) at construction — the ratio of its initial magnitude std
+    (sigma / sqrt(p), see SparseMatrix) to the dense matrix's sigma."""
+    if mode == "none":
+        return 1.0
+    return 1.0 / math.sqrt(m.budget / (m.n_out * m.n_in))
+
+
+def _sparse_groups(mats: List[SparseMatrix], o: DictConfig, key: str) -> list:
+    """Parameter groups for the sparse optimizer: the matrices as they are (``key="matrices"``, a
+    rewiring optimizer) or their theta (``"params"``, Adam); with a scale, one group per matrix with
+    its ``lr_scale`` (which `set_lr` multiplies into the scheduled lr)."""
+    if o.sparse_lr_scale == "none":
+        return mats if key == "matrices" else [m.theta for m in mats]
+    groups = []
+    for m in mats:
+        scale = sparse_lr_scale(m, o.sparse_lr_scale)
+        groups.append({key: [m] if key == "matrices" else [m.theta], "lr": o.lr * scale, "lr_scale": scale})
+    return groups
+
+
 def build_optimizers(cfg: DictConfig, model: SequenceModel, budget: Optional["Budget"] = None) -> Optimizers:
     """The run's optimizers for ``rewiring.algorithm`` with its defaults filled in (`rewiring_settings`).
 
@@ -146,6 +169,7 @@ def build_optimizers(cfg: DictConfig, model: SequenceModel, budget: Optional["Bu
     constant drop fraction and ``train.epochs``)."""
     r, o = rewiring_settings(cfg, None if budget is None else budget.epochs), cfg.optim
     mats = list(model.sparse_matrices().values())
+    groups = _sparse_groups(mats, o, "matrices")
     dense_params = list(model.dense_parameters())
     betas = tuple(o.betas)
     dense = torch.optim.Adam(dense_params, lr=o.lr, betas=betas) if dense_params else None
@@ -154,21 +178,21 @@ def build_optimizers(cfg: DictConfig, model: SequenceModel, budget: Optional["Bu
     if algo == "deepr":
         cls_kwargs = dict(betas=betas) if r["adam"] else {}
         cls = DeepRAdam if r["adam"] else DeepR
-        sparse = cls(mats, lr=o.lr, temperature=r["temperature"], l1=r["l1"], global_budget=r["global_budget"],
+        sparse = cls(groups, lr=o.lr, temperature=r["temperature"], l1=r["l1"], global_budget=r["global_budget"],
                      seed=seed, **cls_kwargs)
         return Optimizers(sparse, dense)
     if algo == "soft_deepr":
-        sparse = SoftDeepR(mats, lr=o.lr, temperature=r["temperature"], l1=r["l1"], connectivity=r["connectivity"],
+        sparse = SoftDeepR(groups, lr=o.lr, temperature=r["temperature"], l1=r["l1"], connectivity=r["connectivity"],
                            adam=r["adam"], betas=betas, control=r["connectivity_control"], seed=seed)
         return Optimizers(sparse, dense)
     if algo in ("set", "rigl"):
         decay = None if budget is None else max(1, round(r["decay_end"] * budget.steps))
         sparse = (RigL if algo == "rigl" else SET)(
-            mats, lr=o.lr, betas=betas, drop_fraction=r["drop_fraction"], update_every=r["update_every"],
+            groups, lr=o.lr, betas=betas, drop_fraction=r["drop_fraction"], update_every=r["update_every"],
             decay_steps=decay, global_budget=r["global_budget"], seed=seed)
         return Optimizers(sparse, dense)
     # fixed / dense / pruning: the magnitudes are ordinary weights (theta may change sign)
-    sparse = torch.optim.Adam([m.theta for m in mats], lr=o.lr, betas=betas)
+    sparse = torch.optim.Adam(_sparse_groups(mats, o, "params"), lr=o.lr, betas=betas)
     pruning = None
     if algo == "magnitude_pruning":
         pruning = MagnitudePruning(mats, r["connectivity"], r["prune_start_epoch"], r["prune_end_epoch"], sparse)

@@ -29,6 +29,7 @@ def test_hardware_shorthand():
         ("rewiring.algorithm=magic", "rewiring.algorithm: expected one of"),
         ("rewiring.temperature=-1", "rewiring.temperature: expected >= 0"),
         ("optim.lr=0", "optim.lr: expected > 0"),
+        ("optim.sparse_lr_scale=sqrt", "optim.sparse_lr_scale: expected one of"),
         ("model=transformer", "model 'transformer' not found"),
         ("preset=nope", "preset 'nope' not found"),
         ("justakey", "not of the form key=value"),

@@ -79,11 +79,12 @@ class ScriptedValid:
         monkeypatch.setattr(train_module, "evaluate_run", fake)
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
-    """Bit-exact resume, including the lr schedule position and the early-stopping state: the run stops
-    early (best epoch 1, patience 2) one epoch after the resume point."""
+@pytest.mark.parametrize("sparse_lr_scale", ["none", "init"])
+def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch, sparse_lr_scale):
+    """Bit-exact resume, including the lr schedule position (with per-matrix lr scales too) and the
+    early-stopping state: the run stops early (best epoch 1, patience 2) one epoch after the resume point."""
     full, part = tmp_path / "full", tmp_path / "part"
-    base = [*QUICK, "train.epochs=5", "train.patience=2"]
+    base = [*QUICK, "train.epochs=5", "train.patience=2", f"optim.sparse_lr_scale={sparse_lr_scale}"]
     script = [0.5, 0.4, 0.45, 0.3, 0.2]
     ScriptedValid(monkeypatch, script)
     expected = train(load_config([*base, f"run.dir={full}"]))
