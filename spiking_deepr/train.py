@@ -141,11 +141,11 @@ class Optimizers:
 
 def sparse_lr_scale(m: SparseMatrix, mode: str) -> float:
     """The factor on ``optim.lr`` for matrix ``m``'s magnitudes: 1 (``none``) or, for ``init``,
-    1 / sqrt(p) with p = K / (n_out * n_in) at construction — the ratio of its initial magnitude std
-    (sigma / sqrt(p), see SparseMatrix) to the dense matrix's sigma."""
+    1 / sqrt(p) with p = ``m.built_density`` — the ratio of its initial magnitude std (sigma / sqrt(p),
+    see SparseMatrix) to the dense matrix's sigma."""
     if mode == "none":
         return 1.0
-    return 1.0 / math.sqrt(m.budget / (m.n_out * m.n_in))
+    return 1.0 / math.sqrt(m.built_density)
 
 
 def _sparse_groups(mats: List[SparseMatrix], o: DictConfig, key: str) -> list:

@@ -150,8 +150,7 @@ class SparseMatrix(nn.Module):
             fan_out=torch.zeros(self.n_in, dtype=torch.int64), fan_out_cap=self.fan_out_cap,
             generator=gen,
         )
-        p = nnz / (self.n_out * self.n_in)
-        std = (1.0 / math.sqrt(self.n_in) if init_std is None else float(init_std)) / math.sqrt(p)
+        std = (1.0 / math.sqrt(self.n_in) if init_std is None else float(init_std)) / math.sqrt(self.built_density)
         theta = torch.randn(nnz, generator=gen).abs_().mul_(std)
         self.register_buffer("indices", indices)
         self.theta = nn.Parameter(theta)
@@ -336,6 +335,12 @@ class SparseMatrix(nn.Module):
     def extra_repr(self) -> str:
         return (f"n_out={self.n_out}, n_in={self.n_in}, nnz={self.nnz}, "
                 f"connectivity={self.nnz / (self.n_out * self.n_in):.4f}, fan_in_cap={self.fan_in_cap}")
+
+    @property
+    def built_density(self) -> float:
+        """p = K / (n_out * n_in) for the K it was built with: its initial magnitudes have std
+        init_std / sqrt(p)."""
+        return self.budget / (self.n_out * self.n_in)
 
     # ----------------------------------------------------------------------------- loading
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
