@@ -6,7 +6,8 @@ initial weights and rewiring noise all change); the 100 % column is the dense mo
 seeds. Each row of the table gives the requested connectivity next to the *final measured* one (over
 the hidden matrices; per matrix in the JSON), the trainable connections at the end, and the test
 accuracy as mean ± sample standard deviation over the seeds (sequence accuracy for sequence-labelled
-tasks, frame accuracy otherwise). The readout policy (see `spiking_deepr.train.model_config_for`) is
+tasks, frame accuracy otherwise), next to the same metric on the validation split at the best epoch
+(what a choice between cells may rest on; the test column never should). The readout policy (see `spiking_deepr.train.model_config_for`) is
 stated above the table.
 
 A cell's run is reused (summary.json) or resumed (checkpoint.pt) only when its saved config equals the
@@ -80,11 +81,10 @@ def _one(train, overrides, out: Path, model: str, algo: str, p: float, seed: int
     else:
         print(f"[sweep] {model} {algo} {p:g} seed {seed} -> {run_dir}", flush=True)
         summary = train(cfg)
-    test, conn = summary["test"], summary["connectivity"]
-    sequence = test.get("sequence_accuracy") is not None
-    return {"model": model, "algorithm": algo, "connectivity": p, "seed": seed,
-            "metric": "sequence_accuracy" if sequence else "frame_accuracy",
-            "accuracy": test["sequence_accuracy"] if sequence else test["frame_accuracy"],
+    test, valid, conn = summary["test"], summary["valid"], summary["connectivity"]
+    metric = "sequence_accuracy" if test.get("sequence_accuracy") is not None else "frame_accuracy"
+    return {"model": model, "algorithm": algo, "connectivity": p, "seed": seed, "metric": metric,
+            "accuracy": test[metric], "valid_accuracy": valid[metric],
             "test_frame_accuracy": test["frame_accuracy"], "test_sequence_accuracy": test.get("sequence_accuracy"),
             "measured_connectivity": conn["measured"],
             "per_matrix": {k: v["connectivity"] for k, v in conn["per_matrix"].items()},
@@ -100,11 +100,11 @@ def aggregate(runs: List[Dict]) -> List[Dict]:
         groups.setdefault((r["model"], r["algorithm"], r["connectivity"]), []).append(r)
     rows = []
     for (model, algo, p), rs in groups.items():
-        acc = [r["accuracy"] for r in rs]
+        acc, val = [r["accuracy"] for r in rs], [r["valid_accuracy"] for r in rs]
         rows.append({
             "model": model, "algorithm": algo, "connectivity": p, "n": len(rs), "metric": rs[0]["metric"],
-            "mean": statistics.fmean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-            "accuracies": acc,
+            "mean": statistics.fmean(acc), "std": _std(acc), "accuracies": acc,
+            "valid_mean": statistics.fmean(val), "valid_std": _std(val), "valid_accuracies": val,
             "measured_connectivity": statistics.fmean(r["measured_connectivity"] for r in rs),
             "per_matrix": {k: statistics.fmean(r["per_matrix"][k] for r in rs) for k in rs[0]["per_matrix"]},
             "trainable_connections": round(statistics.fmean(r["trainable_connections"] for r in rs)),
@@ -112,6 +112,10 @@ def aggregate(runs: List[Dict]) -> List[Dict]:
             "wall_s": statistics.fmean(r["wall_s"] or 0.0 for r in rs),
         })
     return rows
+
+
+def _std(xs: List[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 def config_differences(run_dir: Path, requested: DictConfig) -> List[str]:
@@ -136,19 +140,20 @@ def _flat(tree, prefix: str = "") -> Dict:
 
 
 def markdown(results: List[Dict]) -> str:
-    """Rows: model, algorithm, requested and measured connectivity, trainable connections, mean ± std (n)."""
+    """Rows: model, algorithm, requested and measured connectivity, trainable connections, validation and
+    test mean ± std (n)."""
     if not results:
         return "(no runs)"
     metric = results[0]["metric"].replace("_", " ")
-    lines = [f"Test {metric}, mean ± std over seeds (n). Measured: final connectivity of the input and "
-             f"recurrent matrices. Readout: {results[0]['readout_policy']}.", "",
-             "| model | algorithm | requested | measured | trainable connections | accuracy | n |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"{metric.capitalize()}, mean ± std over seeds (n): validation (best epoch) and test. Measured: "
+             f"final connectivity of the input and recurrent matrices. Readout: {results[0]['readout_policy']}.", "",
+             "| model | algorithm | requested | measured | trainable connections | valid | test | n |",
+             "|---|---|---|---|---|---|---|---|"]
     order = {a: i for i, a in enumerate(LABELS)}
     for r in sorted(results, key=lambda r: (r["model"], r["connectivity"], order.get(r["algorithm"], 99))):
         lines.append(f"| {r['model']} | {LABELS.get(r['algorithm'], r['algorithm'])} | {r['connectivity']:.0%} | "
                      f"{r['measured_connectivity']:.2%} | {r['trainable_connections']:,} | "
-                     f"{r['mean']:.3f} ± {r['std']:.3f} | {r['n']} |")
+                     f"{r['valid_mean']:.3f} ± {r['valid_std']:.3f} | {r['mean']:.3f} ± {r['std']:.3f} | {r['n']} |")
     return "\n".join(lines)
 
 

@@ -41,12 +41,16 @@ def test_sweep_seeds_mean_std_measured_connectivity(tmp_path):
     summaries = [json.loads((tmp_path / r["run_dir"] / "summary.json").read_text()) for r in runs]
     assert summaries[1]["rewiring"]["algorithm"] == "set"
     accs = [s["test"]["frame_accuracy"] for s in summaries]
+    vals = [s["valid"]["frame_accuracy"] for s in summaries]
+    assert [r["valid_accuracy"] for r in runs] == vals  # the best epoch's validation metric, not the test one
     (row,) = result["results"]
     assert row["mean"] == pytest.approx(sum(accs) / 2)
     assert row["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert row["valid_mean"] == pytest.approx(sum(vals) / 2)
+    assert row["valid_std"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
     assert row["measured_connectivity"] == pytest.approx(summaries[0]["connectivity"]["measured"])
     assert row["trainable_connections"] == summaries[0]["connectivity"]["trainable_connections"]
     table = (out / "sweep.md").read_text()
-    assert f"{row['mean']:.3f} ± {row['std']:.3f} | 2 |" in table and "dense readout" in table
+    assert f"{row['valid_mean']:.3f} ± {row['valid_std']:.3f} | {row['mean']:.3f} ± {row['std']:.3f} | 2 |" in table and "dense readout" in table
     assert "| lif | SET | 10% | 10.03% |" in table
     assert json.loads((out / "sweep.json").read_text())["seeds"] == 2 and (out / "sweep.png").stat().st_size > 0
