@@ -27,7 +27,7 @@ from .config import to_yaml
 from .errors import UserFileExistsError
 from .rundir import RunLock
 from .train import (FORMAT, STATS_FILE, Budget, Distributed, Optimizers, _epoch_line, _train_epoch, evaluate_run,
-                    load_run, monitored_metric, plot_run)
+                    keep_freed_memory, load_run, monitored_metric, plot_run)
 
 
 def finetune(run_dir: Path, out_dir: Optional[Path] = None, qat: bool = True, epochs: int = 2,
@@ -49,6 +49,7 @@ def _finetune(run_dir: Path, out_dir: Path, qat: bool, epochs: int, lr: Optional
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
+    keep_freed_memory()
     cfg.train.epochs, cfg.train.max_steps = int(epochs), None
     cfg.optim.lr = float(lr) if lr else cfg.optim.lr / 3
     cfg.run.dir = str(out_dir)

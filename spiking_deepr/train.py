@@ -540,6 +540,8 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
         "wall_s": wall_before + time.perf_counter() - t0,
         "algorithm": cfg.rewiring.algorithm,
         "rewiring": rewiring_settings(cfg, budget.epochs),
+        "sparse_lr_scale": {name: sparse_lr_scale(m, cfg.optim.sparse_lr_scale)   # metrics.jsonl's lr x this
+                            for name, m in model.sparse_matrices().items()},
         "connectivity": connectivity_summary(cfg, model),
         "rewiring_activity": rewiring_activity(model, history),
         "model": cfg.model.kind,

@@ -89,6 +89,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch, sparse_lr_scale
     ScriptedValid(monkeypatch, script)
     expected = train(load_config([*base, f"run.dir={full}"]))
     assert expected["stop_reason"] == "early_stopping" and expected["epochs"] == 3 and expected["best_epoch"] == 1
+    scales = expected["sparse_lr_scale"]  # per matrix, as recorded for reading metrics.jsonl's base lr
+    assert scales and all((s > 1) if sparse_lr_scale == "init" else s == 1 for s in scales.values())
     ScriptedValid(monkeypatch, script)
     train(load_config([*base, f"run.dir={part}"]), stop_after_epoch=1)
     assert len(_metrics(part)) == 2
