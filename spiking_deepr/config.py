@@ -29,7 +29,7 @@ from tasks.features import FEATURE_DIMS
 from tasks.phones import LABEL_SETS
 
 from .errors import UserError
-from .model import ModelConfig
+from .model import KINDS, ModelConfig
 from .pooling import POOLINGS
 from .schedule import SCHEDULES, SPARSE_LR_SCALES
 
@@ -123,7 +123,9 @@ class OptimConfig:
         ``constant`` (after the warm-up); see :mod:`spiking_deepr.schedule`.
     warmup_fraction: fraction of the budget's optimizer steps spent ramping the lr up linearly.
     grad_clip: clip the global gradient norm to this (null: no clipping).
-    sparse_lr_scale: ``none`` (every parameter steps with ``lr``) or ``init`` (the magnitudes of each
+    sparse_lr_scale: ``auto`` (the model kind's default, :data:`SPARSE_LR_SCALE_DEFAULTS`; resolved when
+        the config is loaded, so config.yaml holds ``none`` or ``init``), ``none`` (every parameter
+        steps with ``lr``) or ``init`` (the magnitudes of each
         sparse matrix step with ``lr / sqrt(p)``, p its connectivity at initialisation: the ratio of its
         initial magnitude std, sigma / sqrt(p), to the dense one, so Adam moves theta by the same
         *relative* amount at any connectivity). Applies to every algorithm (fixed, DEEP R, SET, RigL,
@@ -138,7 +140,11 @@ class OptimConfig:
     grad_clip: Optional[float] = 1.0
     schedule: str = "cosine"
     warmup_fraction: float = 0.05
-    sparse_lr_scale: str = "none"
+    sparse_lr_scale: str = "auto"
+
+
+#: ``optim.sparse_lr_scale=auto`` per model kind, chosen on validation splits (README "Default configurations")
+SPARSE_LR_SCALE_DEFAULTS = {"lif": "init", "lsnn": "init", "lstm": "none"}
 
 
 @dataclass
@@ -251,12 +257,23 @@ def load_config(overrides: Sequence[str] = (), base: Optional[DictConfig] = None
                 plain.append(item)
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(plain))
         OmegaConf.resolve(cfg)  # a broken ${interpolation} fails here, naming its key
+        if cfg.optim.sparse_lr_scale == "auto" and cfg.model.kind in SPARSE_LR_SCALE_DEFAULTS:
+            cfg.optim.sparse_lr_scale = SPARSE_LR_SCALE_DEFAULTS[cfg.model.kind]
         validate(cfg)
     except (OmegaConfBaseException, yaml.YAMLError) as err:  # YAMLError: e.g. control characters in a value
         key = getattr(err, "full_key", None)
         message = str(err).strip().split("\n")[0]
         raise ConfigError(f"invalid configuration{f' at {key}' if key else ''}: {message}") from None
     return cfg
+
+
+def saved_config(path: Path) -> DictConfig:
+    """A run's saved ``config.yaml`` filled up with today's defaults, as ``--resume`` reads it. A file
+    written before ``optim.sparse_lr_scale`` existed trained with ``none``, which it then says."""
+    saved = OmegaConf.load(path)
+    if OmegaConf.select(saved, "optim.sparse_lr_scale") is None:
+        saved = OmegaConf.merge(saved, {"optim": {"sparse_lr_scale": "none"}})
+    return load_config(base=OmegaConf.merge(OmegaConf.structured(Config), saved))
 
 
 def _read_yaml(path: Path, what: str) -> DictConfig:
@@ -294,7 +311,8 @@ def validate(cfg: DictConfig) -> None:
     _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "> 0 or null", o.grad_clip)
     _require(o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}", o.schedule)
     _require(0 <= o.warmup_fraction < 1, "optim.warmup_fraction", "in [0, 1)", o.warmup_fraction)
-    _require(o.sparse_lr_scale in SPARSE_LR_SCALES, "optim.sparse_lr_scale", f"one of {SPARSE_LR_SCALES}",
+    _require(cfg.model.kind in KINDS, "model.kind", f"one of {KINDS}", cfg.model.kind)  # before auto's check
+    _require(o.sparse_lr_scale in SPARSE_LR_SCALES, "optim.sparse_lr_scale", f"one of {('auto', *SPARSE_LR_SCALES)}",
              o.sparse_lr_scale)
     _require(t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
     _require(t.max_steps is None or t.max_steps >= 1, "train.max_steps", ">= 1 or null", t.max_steps)

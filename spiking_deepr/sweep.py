@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import atomic_write_json
-from .config import load_config
+from .config import load_config, saved_config
 from .errors import UserError
 
 #: config fields that do not change a run's results (a cell is still reused when only these differ)
@@ -125,8 +125,7 @@ def config_differences(run_dir: Path, requested: DictConfig) -> List[str]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return []
-    saved = _flat(OmegaConf.to_container(load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(path))),
-                                         resolve=True))
+    saved = _flat(OmegaConf.to_container(saved_config(path), resolve=True))
     wanted = _flat(OmegaConf.to_container(requested, resolve=True))
     return [f"{key}: {saved.get(key, '(absent)')!r} in the run, {wanted.get(key, '(absent)')!r} requested"
             for key in sorted(set(saved) | set(wanted))

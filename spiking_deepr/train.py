@@ -37,18 +37,18 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from tasks.base import Batch, Task, build_task, collate_time_major
 
 from .checkpoint import (atomic_write_bytes, atomic_write_json, dumps_strict, load_checkpoint, load_model_state,
                          save_checkpoint)
-from .config import load_config, rewiring_settings, to_yaml
+from .config import load_config, rewiring_settings, saved_config, to_yaml
 from .errors import TrainingDivergedError, UserFileNotFoundError
 from .model import SequenceModel
 from .pooling import pool_logits
-from .schedule import lr_factor, set_lr
+from .schedule import SPARSE_LR_SCALES, lr_factor, set_lr
 from .sparse import SparseMatrix
 from .stopping import EarlyStopping
 from .rewiring import SET, DeepR, DeepRAdam, MagnitudePruning, RigL, SoftDeepR
@@ -143,9 +143,9 @@ def sparse_lr_scale(m: SparseMatrix, mode: str) -> float:
     """The factor on ``optim.lr`` for matrix ``m``'s magnitudes: 1 (``none``) or, for ``init``,
     1 / sqrt(p) with p = ``m.built_density`` — the ratio of its initial magnitude std (sigma / sqrt(p),
     see SparseMatrix) to the dense matrix's sigma."""
-    if mode == "none":
-        return 1.0
-    return 1.0 / math.sqrt(m.built_density)
+    if mode not in SPARSE_LR_SCALES:  # "auto" is resolved by load_config; a config built otherwise must say
+        raise ValueError(f"optim.sparse_lr_scale must be one of {SPARSE_LR_SCALES} here, got {mode!r}")
+    return 1.0 if mode == "none" else 1.0 / math.sqrt(m.built_density)
 
 
 def _sparse_groups(mats: List[SparseMatrix], o: DictConfig, key: str) -> list:
@@ -414,7 +414,7 @@ def train(cfg: Optional[DictConfig] = None, *, resume: Optional[Path] = None,
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.is_file():
             raise UserFileNotFoundError(f"cannot resume: no config.yaml in {run_dir}")
-        cfg = load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(cfg_path)))
+        cfg = saved_config(cfg_path)
     else:
         cfg = cfg if cfg is not None else load_config()
         run_dir = new_run_dir(cfg)
@@ -719,8 +719,9 @@ def _per_matrix_names(model: SequenceModel, optimizer, values: List[int]) -> Dic
 
 def rewiring_activity(model: SequenceModel, history: List[Dict]) -> Dict:
     """How much the topology moved over a run: connections rewired (removed and regrown) in all and per
-    matrix, and per matrix the budget K it was built with next to its final active count (under a
-    global budget the difference is what migrated between matrices)."""
+    matrix, and per matrix the budget K it was built with next to its active count in the weights the
+    run keeps, those of the best epoch (under a global budget the difference is what migrated between
+    matrices)."""
     per = {name: {"rewired": sum(h.get("rewired_per_matrix", {}).get(name, 0) for h in history),
                   "built_with": m.budget, "final_active": m.nnz}
            for name, m in model.sparse_matrices().items()}
@@ -819,7 +820,7 @@ def load_run(run_dir: Path, weights: str = "best"):
         raise UserFileNotFoundError(f"{run_dir} is not a run directory: no config.yaml")
     if weights not in ("best", "last"):
         raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
-    cfg = load_config(base=OmegaConf.merge(load_config(), OmegaConf.load(cfg_path)))
+    cfg = saved_config(cfg_path)
     task = build_run_task(cfg, run_dir)
     model = build_model(cfg, task)
     path = run_dir / "best.pt"

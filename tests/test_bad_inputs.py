@@ -82,7 +82,7 @@ def _train_timit(root: Path, tmp: Path):
 
 
 # ----------------------------------------------------------------------------------------- configuration
-@case(r"model.kind: must be one of \('lif', 'lsnn', 'lstm'\), got 'gru'")
+@case(r"model.kind: expected one of \('lif', 'lsnn', 'lstm'\), found 'gru'")
 def model_kind_unknown(tmp, run):
     return ["train", "model.kind=gru"]
 
