@@ -5,8 +5,9 @@ default configuration and with one change at a time to the settings a user would
 peak learning rate ×0.3 / ×3, twice the hidden units, three times the step budget and, for the
 LSNN, two simulation steps per input frame (``model.n_repeat=2``, the authors' recipe) — over
 several seeds via `spiking_deepr.sweep.sweep` (so interrupted runs resume and finished ones are
-reused). The best variant is chosen on the VALIDATION mean; its test mean is then reported next to
-the default's test mean. Writes JSON and a Markdown table.
+reused). The best variant is chosen on the VALIDATION mean (ties: the first listed, so the default
+wins a tie); its test mean is then reported next to the default's test mean. Writes JSON and a
+Markdown table.
 
     python benchmarks/tune_dense.py --datasets GunPoint PLAID --models lstm lsnn --seeds 3 \\
         --runs runs/tuning --out docs/sweeps/dense_tuning
@@ -56,7 +57,8 @@ def tune(dataset: str, model: str, seeds: int, runs: Path) -> dict:
 
 def markdown(results: list) -> str:
     lines = ["Dense models: default vs one change at a time; sequence accuracy, mean ± std over seeds. "
-             "The best variant (**bold**) is chosen on validation; gap = its test mean − the default's.", "",
+             "The best variant (**bold**) is chosen on validation (ties: the first listed); gap = its test mean − "
+             "the default's.", "",
              "| data | model | variant | valid | test | n |", "|---|---|---|---|---|---|"]
     for r in results:
         for name, v in r["variants"].items():
