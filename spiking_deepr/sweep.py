@@ -7,8 +7,8 @@ seeds. Each row of the table gives the requested connectivity next to the *final
 the hidden matrices; per matrix in the JSON), the trainable connections at the end, and the test
 accuracy as mean ± sample standard deviation over the seeds (sequence accuracy for sequence-labelled
 tasks, frame accuracy otherwise), next to the same metric on the validation split at the best epoch
-(what a choice between cells may rest on; the test column never should). The readout policy (see `spiking_deepr.train.model_config_for`) is
-stated above the table.
+(what a choice between cells may rest on; the test column never should). The readout policy (see
+`spiking_deepr.train.model_config_for`) is stated above the table.
 
 A cell's run is reused (summary.json) or resumed (checkpoint.pt) only when its saved config equals the
 requested one, so an interrupted sweep continues where it stopped; a cell trained with other settings
