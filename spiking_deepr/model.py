@@ -17,7 +17,7 @@ Matrix names: ``layer{l}.w_in``, ``layer{l}.w_rec`` (LSTM ``budget="per_gate"``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from .layers.lif import RESETS
 from .layers.lstm import BUDGETS
 from .layers.surrogate import DEFAULT_ALPHA, METHODS, SCALED_METHODS
 from .sparse import SparseMatrix
+from .sparse.allocation import ALLOCATIONS, allocate
 
 __all__ = ["ModelConfig", "SequenceModel"]
 
@@ -82,6 +83,10 @@ class ModelConfig:
         connectivity: default for every matrix.
         input_connectivity, recurrent_connectivity, readout_connectivity: per-kind overrides (None:
             ``connectivity``). ``input`` covers every feed-forward matrix into a layer.
+        allocation: how ``connectivity`` is split over the input and recurrent matrices of all layers:
+            ``uniform`` (each gets ``connectivity``) or ``erdos_renyi`` (the same total, each matrix's
+            share ∝ (n_out + n_in) / (n_out * n_in), SET's and RigL's allocation; see
+            `spiking_deepr.sparse.allocation`). Not with the per-kind overrides.
         fan_in_cap: at most this many connections into one neuron, per matrix (hardware limit).
         exclude_diagonal: no self-connections in recurrent spiking matrices.
         dale: Dale's law for spiking layers: each neuron is excitatory or inhibitory
@@ -129,6 +134,7 @@ class ModelConfig:
     input_connectivity: Optional[float] = None
     recurrent_connectivity: Optional[float] = None
     readout_connectivity: Optional[float] = None
+    allocation: str = "uniform"
     fan_in_cap: Optional[int] = None
     exclude_diagonal: bool = True
     dale: bool = False
@@ -178,6 +184,12 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
                 bad(name, "must lie in (0, 1]")
+        if self.allocation not in ALLOCATIONS:
+            bad("allocation", f"must be one of {ALLOCATIONS}")
+        if self.allocation != "uniform" and (self.input_connectivity is not None
+                                             or self.recurrent_connectivity is not None):
+            bad("allocation", "splits model.connectivity itself: leave input_connectivity and "
+                              "recurrent_connectivity unset, or use allocation=uniform")
         if self.fan_in_cap is not None and self.fan_in_cap <= 0:
             bad("fan_in_cap", "must be positive or None")
         if self.input_encoding not in ENCODINGS:
@@ -226,6 +238,7 @@ class SequenceModel(nn.Module):
         self.layers = nn.ModuleList()
         self._signs: List[Optional[torch.Tensor]] = []
         n_in, in_sign = encoded_features(self.n_features, cfg.input_encoding), None
+        self._connectivity = self._layer_connectivities(n_in)
         for l, h in enumerate(cfg.hidden):
             seed = cfg.seed * 1000 + 10 * l
             if cfg.bidirectional:
@@ -254,6 +267,25 @@ class SequenceModel(nn.Module):
         self.last_stats: Dict[str, float] = {}
 
     # ----------------------------------------------------------------------------- construction
+    def _layer_connectivities(self, n_in: int) -> List[Tuple[float, float]]:
+        """(input, recurrent) connectivity of every layer: the per-kind values, or ``connectivity``
+        split over all input and recurrent matrices by ``allocation``."""
+        cfg = self.cfg
+        if cfg.allocation == "uniform":
+            return [(cfg.conn("input"), cfg.conn("recurrent"))] * len(cfg.hidden)
+        shapes, copies = [], 2 if cfg.bidirectional else 1  # copies: matrices of one shape in a layer
+        for h in map(int, cfg.hidden):
+            if cfg.kind == "lstm":  # one [4h, n] matrix per kind, or four [h, n] (per-gate budgets)
+                rows = 4 * h if cfg.lstm_budget == "joint" else h
+                n = copies * (4 * h // rows)
+                shapes += [(rows, n_in, n * rows * n_in), (rows, h, n * rows * h)]
+            else:
+                rec = h * (h - 1) if cfg.exclude_diagonal else h * h
+                shapes += [(h, n_in, copies * h * n_in), (h, h, copies * rec)]
+            n_in = copies * h
+        p = allocate(shapes, cfg.connectivity, cfg.allocation)
+        return list(zip(p[0::2], p[1::2]))
+
     def _dale_signs(self, n: int, gen: torch.Generator) -> Optional[torch.Tensor]:
         if not self.cfg.dale:
             return None
@@ -264,16 +296,17 @@ class SequenceModel(nn.Module):
 
     def _make_layer(self, l: int, n_in: int, in_sign, rec_sign, seed: int) -> nn.Module:
         cfg, h = self.cfg, int(self.cfg.hidden[l])
+        p_in, p_rec = self._connectivity[l]
         in_std = cfg.init_gain / n_in ** 0.5
         if cfg.kind == "lstm":
-            return SparseLSTM(n_in, h, budget=cfg.lstm_budget, input_connectivity=cfg.conn("input"),
-                              recurrent_connectivity=cfg.conn("recurrent"), fan_in_cap=cfg.fan_in_cap,
+            return SparseLSTM(n_in, h, budget=cfg.lstm_budget, input_connectivity=p_in,
+                              recurrent_connectivity=p_rec, fan_in_cap=cfg.fan_in_cap,
                               init_std=cfg.init_gain / h ** 0.5, forget_bias=cfg.lstm_forget_bias, seed=seed)
         p = LIFParameters(torch.as_tensor(cfg.tau_syn_inv), torch.as_tensor(cfg.tau_mem_inv),
                           torch.as_tensor(cfg.v_leak), torch.as_tensor(cfg.v_th), torch.as_tensor(cfg.v_reset),
                           cfg.surrogate, cfg.alpha())
-        common = dict(dt=cfg.dt, reset=cfg.reset, refractory=int(cfg.refractory), input_connectivity=cfg.conn("input"),
-                      recurrent_connectivity=cfg.conn("recurrent"), exclude_diagonal=cfg.exclude_diagonal,
+        common = dict(dt=cfg.dt, reset=cfg.reset, refractory=int(cfg.refractory), input_connectivity=p_in,
+                      recurrent_connectivity=p_rec, exclude_diagonal=cfg.exclude_diagonal,
                       fan_in_cap=cfg.fan_in_cap, input_sign=in_sign, recurrent_sign=rec_sign,
                       input_init_std=in_std, recurrent_init_std=cfg.init_gain / h ** 0.5, seed=seed)
         if cfg.kind == "lif":
