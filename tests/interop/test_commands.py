@@ -11,8 +11,9 @@ from spiking_deepr.cli import main as sdr
 @pytest.fixture(scope="module")
 def lsnn_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("interop") / "run"
-    assert sdr(["train", "task=smoke", "model=lsnn", "model.hidden=[16]", "model.n_alif=4", "train.epochs=1",
-                "train.progress=false", "train.threads=1", f"run.dir={run}"]) == 0
+    # n_repeat=1: NIR has no repeated-frame input (the LSNN default repeats each frame twice)
+    assert sdr(["train", "task=smoke", "model=lsnn", "model.n_repeat=1", "model.hidden=[16]", "model.n_alif=4",
+                "train.epochs=1", "train.progress=false", "train.threads=1", f"run.dir={run}"]) == 0
     return run
 
 
