@@ -33,15 +33,15 @@ def _fake_sweep(valid_test):
 
 def test_choice_on_validation_gap_on_test(tune_dense, monkeypatch, tmp_path):
     cells = {"default": (0.80, 0.70), "lr_x0.3": (0.70, 0.90), "lr_x3": (0.82, 0.74), "hidden_x2": (0.81, 0.95),
-             "steps_x3": (0.79, 0.60), "n_repeat_2": (0.85, 0.77)}
+             "steps_x3": (0.79, 0.60), "n_repeat_3": (0.85, 0.77)}
     fake, calls = _fake_sweep(cells)
     monkeypatch.setattr(sweep_module, "sweep", fake)
     lstm = tune_dense.tune("PLAID", "lstm", 3, tmp_path)
-    assert "n_repeat_2" not in calls and lstm["best_on_validation"] == "lr x3"   # not the best test (hidden x2)
+    assert "n_repeat_3" not in calls and lstm["best_on_validation"] == "lr x3"   # not the best test (hidden x2)
     assert lstm["gap_points"] == pytest.approx(4.0)
     lsnn = tune_dense.tune("PLAID", "lsnn", 3, tmp_path)
-    assert lsnn["best_on_validation"] == "n_repeat=2" and lsnn["gap_points"] == pytest.approx(7.0)
-    assert "| PLAID | lsnn | **n_repeat=2** | 0.850 ± 0.000 | 0.770 ± 0.000 | 3 |" in tune_dense.markdown([lsnn])
+    assert lsnn["best_on_validation"] == "n_repeat=3" and lsnn["gap_points"] == pytest.approx(7.0)
+    assert "| PLAID | lsnn | **n_repeat=3** | 0.850 ± 0.000 | 0.770 ± 0.000 | 3 |" in tune_dense.markdown([lsnn])
 
 
 def test_a_tie_on_validation_goes_to_the_default(tune_dense, monkeypatch, tmp_path):
