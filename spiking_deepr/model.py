@@ -188,8 +188,9 @@ class ModelConfig:
             bad("allocation", f"must be one of {ALLOCATIONS}")
         if self.allocation != "uniform" and (self.input_connectivity is not None
                                              or self.recurrent_connectivity is not None):
-            bad("allocation", "splits model.connectivity itself: leave input_connectivity and "
-                              "recurrent_connectivity unset, or use allocation=uniform")
+            bad("allocation", "splits model.connectivity over the matrices itself (the LSNN's default): "
+                              "set model.allocation=uniform to give input_connectivity or "
+                              "recurrent_connectivity, or leave those unset")
         if self.fan_in_cap is not None and self.fan_in_cap <= 0:
             bad("fan_in_cap", "must be positive or None")
         if self.input_encoding not in ENCODINGS:

@@ -7,7 +7,8 @@ seeds. Each row of the table gives the requested connectivity next to the *final
 the hidden matrices; per matrix in the JSON), the trainable connections at the end, and the test
 accuracy as mean ± sample standard deviation over the seeds (sequence accuracy for sequence-labelled
 tasks, frame accuracy otherwise), next to the same metric on the validation split at the best epoch
-(what a choice between cells may rest on; the test column never should). The readout policy (see
+(what a choice between cells may rest on; the test column never should; the JSON also holds the best
+epoch's validation loss, a tie-break where accuracies sit at a ceiling). The readout policy (see
 `spiking_deepr.train.model_config_for`) is stated above the table.
 
 A cell's run is reused (summary.json) or resumed (checkpoint.pt) only when its saved config equals the
@@ -84,7 +85,7 @@ def _one(train, overrides, out: Path, model: str, algo: str, p: float, seed: int
     test, valid, conn = summary["test"], summary["valid"], summary["connectivity"]
     metric = "sequence_accuracy" if test.get("sequence_accuracy") is not None else "frame_accuracy"
     return {"model": model, "algorithm": algo, "connectivity": p, "seed": seed, "metric": metric,
-            "accuracy": test[metric], "valid_accuracy": valid[metric],
+            "accuracy": test[metric], "valid_accuracy": valid[metric], "valid_loss": valid["loss"],
             "test_frame_accuracy": test["frame_accuracy"], "test_sequence_accuracy": test.get("sequence_accuracy"),
             "measured_connectivity": conn["measured"],
             "per_matrix": {k: v["connectivity"] for k, v in conn["per_matrix"].items()},
@@ -105,6 +106,7 @@ def aggregate(runs: List[Dict]) -> List[Dict]:
             "model": model, "algorithm": algo, "connectivity": p, "n": len(rs), "metric": rs[0]["metric"],
             "mean": statistics.fmean(acc), "std": _std(acc), "accuracies": acc,
             "valid_mean": statistics.fmean(val), "valid_std": _std(val), "valid_accuracies": val,
+            "valid_loss_mean": statistics.fmean(r["valid_loss"] for r in rs),
             "measured_connectivity": statistics.fmean(r["measured_connectivity"] for r in rs),
             "per_matrix": {k: statistics.fmean(r["per_matrix"][k] for r in rs) for k in rs[0]["per_matrix"]},
             "trainable_connections": round(statistics.fmean(r["trainable_connections"] for r in rs)),

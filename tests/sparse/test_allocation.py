@@ -25,7 +25,7 @@ def test_uniform_and_errors():
     assert allocate([(3, 4, 12), (5, 5, 20)], 1.0, "erdos_renyi") == [1.0, 1.0]
     with pytest.raises(ValueError, match="allocation must be one of"):
         allocate([(3, 4, 12)], 0.3, "random")
-    with pytest.raises(ValueError, match="allocation: splits model.connectivity itself"):
+    with pytest.raises(ValueError, match="allocation: splits model.connectivity over the matrices itself"):
         ModelConfig(kind="lif", hidden=[8], allocation="erdos_renyi", input_connectivity=0.5)
 
 

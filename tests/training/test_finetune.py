@@ -13,7 +13,7 @@ from spiking_deepr.train import load_run, train
 from .stocks import write_stocks_npz
 
 QUICK = ["task=npz", "model=lsnn", "model.hidden=[40]", "model.n_alif=10", "model.readout=li",
-         "model.input_connectivity=0.5", "train.progress=false", "train.threads=1"]
+         "model.allocation=uniform", "model.input_connectivity=0.5", "train.progress=false", "train.threads=1"]
 
 
 @pytest.fixture(scope="module")

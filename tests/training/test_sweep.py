@@ -43,11 +43,14 @@ def test_sweep_seeds_mean_std_measured_connectivity(tmp_path):
     accs = [s["test"]["frame_accuracy"] for s in summaries]
     vals = [s["valid"]["frame_accuracy"] for s in summaries]
     assert [r["valid_accuracy"] for r in runs] == vals  # the best epoch's validation metric, not the test one
+    losses = [s["valid"]["loss"] for s in summaries]
+    assert [r["valid_loss"] for r in runs] == losses
     (row,) = result["results"]
     assert row["mean"] == pytest.approx(sum(accs) / 2)
     assert row["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
     assert row["valid_mean"] == pytest.approx(sum(vals) / 2)
     assert row["valid_std"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
+    assert row["valid_loss_mean"] == pytest.approx(sum(losses) / 2)  # a tie-break when accuracies tie
     assert row["measured_connectivity"] == pytest.approx(summaries[0]["connectivity"]["measured"])
     assert row["trainable_connections"] == summaries[0]["connectivity"]["trainable_connections"]
     table = (out / "sweep.md").read_text()
