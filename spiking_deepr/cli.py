@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                               "                                     at most task.frame_stack_target frames)\n"
                               "  task.valid_min_per_class=N         npz: stratified hold-out, >= N per class\n"
                               "  model.lstm_forget_bias=X|null      initial LSTM forget-gate bias (null: torch)\n"
+                              "  model.allocation=uniform|erdos_renyi   the budget's split over input and recurrent\n"
+                              "                                     matrices (model=lsnn: erdos_renyi)\n"
                               "The best validation epoch is kept in best.pt; the test split is scored once, with it.\n"
                               "LSNN recipe neuron options (docs/lsnn_recipe.md; preset=timit_lsnn_eprop):\n"
                               "  model.reset=value|subtract model.refractory=STEPS model.surrogate=lsnn\n"
