@@ -8,6 +8,10 @@ def test_defaults_and_dotlist():
     cfg = load_config(["rewiring.connectivity=0.05", "train.epochs=3", "model=lsnn"])
     assert cfg.rewiring.connectivity == 0.05 and cfg.train.epochs == 3
     assert cfg.model.kind == "lsnn" and cfg.model.n_alif == 32  # from conf/model/lsnn.yaml
+    assert cfg.model.allocation == "erdos_renyi" and cfg.model.n_repeat == 2
+    assert load_config(["preset=npz"]).model.allocation == "erdos_renyi"  # the npz preset is model=lsnn
+    assert load_config(["preset=demo"]).model.allocation == "uniform"  # the demo's choice (cost per inference)
+    assert load_config(["model=lstm"]).model.allocation == "uniform"
 
 
 def test_presets_load():
