@@ -16,7 +16,7 @@ Matrix names: ``layer{l}.w_in``, ``layer{l}.w_rec`` (LSTM ``budget="per_gate"``:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -268,10 +268,10 @@ class SequenceModel(nn.Module):
         self.last_stats: Dict[str, float] = {}
 
     # ----------------------------------------------------------------------------- construction
-    def _layer_connectivities(self, n_in: int) -> List[Tuple[float, float]]:
+    def _layer_connectivities(self, n_in: int, connectivity: Optional[float] = None) -> List[Tuple[float, float]]:
         """(input, recurrent) connectivity of every layer: the per-kind values, or ``connectivity``
-        split over all input and recurrent matrices by ``allocation``."""
-        cfg = self.cfg
+        (default: the config's) split over all input and recurrent matrices by ``allocation``."""
+        cfg = self.cfg if connectivity is None else replace(self.cfg, connectivity=connectivity)
         if cfg.allocation == "uniform":
             return [(cfg.conn("input"), cfg.conn("recurrent"))] * len(cfg.hidden)
         shapes, copies = [], 2 if cfg.bidirectional else 1  # copies: matrices of one shape in a layer
@@ -383,6 +383,20 @@ class SequenceModel(nn.Module):
             out.update(self._layer_matrices(f"layer{l}", layer))
         if self.readout.w is not None:
             out["readout"] = self.readout.w
+        return out
+
+    def matrix_connectivities(self, connectivity: float) -> Dict[str, float]:
+        """The connectivity each matrix of :meth:`sparse_matrices` (by name) is built with when the
+        model's budget is ``connectivity``: the per-kind values or the ``allocation`` split, as at
+        construction. What magnitude pruning prunes a model built dense down to."""
+        layers = self._layer_connectivities(encoded_features(self.n_features, self.cfg.input_encoding), connectivity)
+        out = {}
+        for name in self.sparse_matrices():
+            if name == "readout":
+                out[name] = replace(self.cfg, connectivity=connectivity).conn("readout")
+            else:  # layer{l}[.forward|.backward].w_in|w_rec[.gate]
+                p_in, p_rec = layers[int(name.split(".")[0][len("layer"):])]
+                out[name] = p_in if ".w_in" in name else p_rec
         return out
 
     def dense_parameters(self) -> List[nn.Parameter]:

@@ -195,7 +195,8 @@ def build_optimizers(cfg: DictConfig, model: SequenceModel, budget: Optional["Bu
     sparse = torch.optim.Adam(_sparse_groups(mats, o, "params"), lr=o.lr, betas=betas)
     pruning = None
     if algo == "magnitude_pruning":
-        pruning = MagnitudePruning(mats, r["connectivity"], r["prune_start_epoch"], r["prune_end_epoch"], sparse)
+        targets = model.matrix_connectivities(r["connectivity"])  # the allocation's split, not one value
+        pruning = MagnitudePruning(mats, list(targets.values()), r["prune_start_epoch"], r["prune_end_epoch"], sparse)
     return Optimizers(sparse, dense, pruning)
 
 

@@ -15,7 +15,8 @@ from spiking_deepr.checkpoint import CheckpointError, load_checkpoint, save_chec
 from spiking_deepr.cli import main as sdr
 from spiking_deepr.config import ALGORITHMS, load_config
 from spiking_deepr import train as train_module
-from spiking_deepr.train import train
+from spiking_deepr.train import build_model, train
+from tasks.base import build_task
 
 from .stocks import write_stocks_npz
 
@@ -189,6 +190,20 @@ def test_magnitude_pruning_ends_within_the_step_budget(tmp_path):
     assert summary["budget"]["steps"] == 12 and summary["epochs"] == 4
     assert summary["rewiring"]["prune_end_epoch"] == 1
     assert summary["connectivity"]["measured"] == pytest.approx(0.1, abs=0.005)
+
+
+def test_magnitude_pruning_follows_the_budget_allocation(tmp_path):
+    # With the Erdos-Renyi split, pruning from dense must end at the split the other algorithms start
+    # from (a model built at the target connectivity), not at 10 % in every matrix.
+    base = [o for o in QUICK if not o.startswith("rewiring.")]
+    cfg = load_config([*base, "train.epochs=2", "model.allocation=erdos_renyi", "rewiring.algorithm=magnitude_pruning",
+                       f"run.dir={tmp_path / 'prune'}"])
+    summary = train(cfg)
+    built = load_config([*base, "model.allocation=erdos_renyi", "rewiring.algorithm=fixed"])
+    reference = build_model(built, build_task(built.task)).sparse_matrices()
+    active = {name: m["active"] for name, m in summary["connectivity"]["per_matrix"].items() if name in reference}
+    assert active == {name: m.nnz for name, m in reference.items()}
+    assert active["layer0.w_in"] / reference["layer0.w_in"].statistics()["possible"] > 0.12  # not the uniform 10 %
 
 
 def test_soft_deepr_ends_at_the_requested_connectivity(tmp_path):
