@@ -43,3 +43,20 @@ def test_model_keeps_the_total_budget(kind, budget):
     inputs = [v for k, v in conn.items() if "w_in" in k or "w_ih" in k]
     recurrent = [v for k, v in conn.items() if "w_rec" in k or "w_hh" in k]
     assert min(inputs[:1]) > 0.2 > max(recurrent)  # layer 0's 5-feature input matrix is the small one
+
+
+@pytest.mark.parametrize("extra", [dict(kind="lsnn", n_alif=4, hidden=[24, 16]),
+                                   dict(kind="lstm", lstm_budget="per_gate", hidden=[12]),
+                                   dict(kind="lsnn", n_alif=4, hidden=[12], bidirectional=True),
+                                   dict(kind="lif", hidden=[12], readout_connectivity=0.3, dense_readout=False),
+                                   dict(kind="lif", hidden=[12], input_connectivity=0.5, allocation="uniform")])
+def test_matrix_connectivities_is_the_split_a_model_is_built_with(extra):
+    """What magnitude pruning prunes a dense model down to: every matrix's connectivity in a model
+    built at that budget (up to rounding to whole connections)."""
+    cfg = {"allocation": "erdos_renyi", **extra}
+    dense = SequenceModel(ModelConfig(connectivity=1.0, **cfg), 5, 3)
+    built = SequenceModel(ModelConfig(connectivity=0.1, **cfg), 5, 3).sparse_matrices()
+    targets = dense.matrix_connectivities(0.1)
+    assert targets.keys() == built.keys()
+    for name, m in built.items():
+        assert targets[name] == pytest.approx(m.statistics()["connectivity"], abs=1.0 / m.statistics()["possible"])
