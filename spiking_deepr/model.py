@@ -86,7 +86,7 @@ class ModelConfig:
         allocation: how ``connectivity`` is split over the input and recurrent matrices of all layers:
             ``uniform`` (each gets ``connectivity``) or ``erdos_renyi`` (the same total, each matrix's
             share ∝ (n_out + n_in) / (n_out * n_in), SET's and RigL's allocation; see
-            `spiking_deepr.sparse.allocation`). Not with the per-kind overrides.
+            `spiking_deepr.sparse.allocation`; ``model=lsnn``'s default). Not with the per-kind overrides.
         fan_in_cap: at most this many connections into one neuron, per matrix (hardware limit).
         exclude_diagonal: no self-connections in recurrent spiking matrices.
         dale: Dale's law for spiking layers: each neuron is excitatory or inhibitory
