@@ -14,6 +14,8 @@ epoch's validation loss, a tie-break where accuracies sit at a ceiling). The rea
 A cell's run is reused (summary.json) or resumed (checkpoint.pt) only when its saved config equals the
 requested one, so an interrupted sweep continues where it stopped; a cell trained with other settings
 is refused with the differing fields (``rerun_stale=True``, ``sdr sweep --rerun-stale``: retrain it).
+A reused cell trained on other code (another commit or library version, see
+`spiking_deepr.provenance`) is reported on one line, and each run's commit is in the JSON.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpoint import atomic_write_json
 from .config import load_config, saved_config
 from .errors import UserError
+from .provenance import code_changed
 
 #: config fields that do not change a run's results (a cell is still reused when only these differ)
 IGNORED = ("run.", "train.progress", "train.threads")
@@ -77,6 +80,9 @@ def _one(train, overrides, out: Path, model: str, algo: str, p: float, seed: int
         shutil.rmtree(run_dir)
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
+        other_code = code_changed(summary.get("provenance"))
+        if other_code:
+            print(f"[sweep] {run_dir}: reused, trained on other code: {other_code}", flush=True)
     elif (run_dir / "checkpoint.pt").exists():
         summary = train(resume=run_dir)
     else:
@@ -91,7 +97,8 @@ def _one(train, overrides, out: Path, model: str, algo: str, p: float, seed: int
             "per_matrix": {k: v["connectivity"] for k, v in conn["per_matrix"].items()},
             "trainable_connections": conn["trainable_connections"], "readout_policy": conn["readout"]["policy"],
             "best_epoch": summary.get("best_epoch"), "epochs": summary.get("epochs"),
-            "wall_s": summary.get("wall_s"), "run_dir": str(run_dir)}
+            "wall_s": summary.get("wall_s"), "run_dir": str(run_dir),
+            "git_commit": (summary.get("provenance") or {}).get("git_commit")}
 
 
 def aggregate(runs: List[Dict]) -> List[Dict]:

@@ -48,6 +48,7 @@ from .config import load_config, rewiring_settings, saved_config, to_yaml
 from .errors import TrainingDivergedError, UserFileNotFoundError
 from .model import SequenceModel
 from .pooling import pool_logits
+from .provenance import provenance
 from .schedule import SPARSE_LR_SCALES, lr_factor, set_lr
 from .sparse import SparseMatrix
 from .stopping import EarlyStopping
@@ -550,6 +551,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, resume: Optional[Path], dist: 
         "world_size": dist.world,
         "connectivity_fingerprint": fingerprints[0],
         "ranks_identical": len(set(fingerprints)) == 1,
+        "provenance": provenance(),
     }
     if dist.main:
         atomic_write_json(run_dir / "summary.json", summary)

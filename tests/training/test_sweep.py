@@ -44,6 +44,7 @@ def test_sweep_seeds_mean_std_measured_connectivity(tmp_path):
     vals = [s["valid"]["frame_accuracy"] for s in summaries]
     assert [r["valid_accuracy"] for r in runs] == vals  # the best epoch's validation metric, not the test one
     losses = [s["valid"]["loss"] for s in summaries]
+    assert [r["git_commit"] for r in runs] == [s["provenance"]["git_commit"] for s in summaries]
     assert [r["valid_loss"] for r in runs] == losses
     (row,) = result["results"]
     assert row["mean"] == pytest.approx(sum(accs) / 2)
@@ -57,3 +58,15 @@ def test_sweep_seeds_mean_std_measured_connectivity(tmp_path):
     assert f"{row['valid_mean']:.3f} ± {row['valid_std']:.3f} | {row['mean']:.3f} ± {row['std']:.3f} | 2 |" in table and "dense readout" in table
     assert "| lif | SET | 10% | 10.03% |" in table
     assert json.loads((out / "sweep.json").read_text())["seeds"] == 2 and (out / "sweep.png").stat().st_size > 0
+
+
+def test_sweep_reports_a_reused_cell_trained_on_other_code(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    sweep([*QUICK, "train.epochs=1"], out, **CELL)
+    path = out / "lif_deepr_0.1" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["provenance"]["numpy"] = "0.0.1"  # as if trained with another numpy
+    path.write_text(json.dumps(summary))
+    capsys.readouterr()
+    sweep([*QUICK, "train.epochs=1"], out, **CELL)
+    assert "lif_deepr_0.1: reused, trained on other code: numpy 0.0.1" in capsys.readouterr().out
