@@ -25,6 +25,7 @@ import torch
 from .checkpoint import atomic_write_bytes, atomic_write_json, dumps_strict, save_checkpoint
 from .config import to_yaml
 from .errors import UserFileExistsError
+from .provenance import provenance
 from .rundir import RunLock
 from .train import (FORMAT, STATS_FILE, Budget, Distributed, Optimizers, _epoch_line, _train_epoch, evaluate_run,
                     keep_freed_memory, load_run, monitored_metric, plot_run)
@@ -119,6 +120,7 @@ def _finetune(run_dir: Path, out_dir: Path, qat: bool, epochs: int, lr: Optional
         "layers": model.connectivity_report(), "wall_s": time.perf_counter() - t0,
         "algorithm": cfg.rewiring.algorithm, "model": cfg.model.kind, "task": cfg.task.name,
         "finetune": {"from": str(run_dir), "qat": bool(qat), "epochs": epochs, "lr": cfg.optim.lr},
+        "provenance": provenance(),
     }
     atomic_write_json(out_dir / "summary.json", summary)
     plot_run(out_dir, history, monitor, epochs)

@@ -80,6 +80,8 @@ def test_qat_raises_fixed_point_agreement(trained, tmp_path):
     assert sdr(["finetune", str(trained), "--epochs", "1", "--out", str(plain)]) == 0
     assert sdr(["finetune", str(trained), "--qat", "--epochs", "1", "--out", str(qat)]) == 0
     assert (qat / "quantization.json").is_file() and not (plain / "quantization.json").exists()
+    source = json.loads((trained / "summary.json").read_text())["provenance"]
+    assert json.loads((qat / "summary.json").read_text())["provenance"] == source  # the same code here
     agreement = {}
     for run in (plain, qat):
         assert sdr(["simulate", str(run), "--precision", "fixed", "--calib-samples", "16"]) == 0
