@@ -8,7 +8,7 @@ Per-entry optimizer state (Adam moments) follows the removal.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -17,20 +17,19 @@ from ..sparse.sampling import count_admissible
 
 
 class MagnitudePruning:
-    """Prune ``matrices`` to ``connectivity`` (one value, or one per matrix: a model's budget split,
-    see `SequenceModel.matrix_connectivities`) between ``start_epoch`` and ``end_epoch`` (inclusive)."""
+    """Prune each of ``matrices`` to its entry of ``connectivities`` (a model's budget split, see
+    `SequenceModel.matrix_connectivities`) between ``start_epoch`` and ``end_epoch`` (inclusive)."""
 
-    def __init__(self, matrices: List[SparseMatrix], connectivity: Union[float, Sequence[float]], start_epoch: int,
+    def __init__(self, matrices: List[SparseMatrix], connectivities: Sequence[float], start_epoch: int,
                  end_epoch: int, optimizer: torch.optim.Optimizer) -> None:
         self.matrices = list(matrices)
         self.start, self.end = int(start_epoch), int(end_epoch)
         self.optimizer = optimizer
         self.initial = [m.nnz for m in self.matrices]
-        per = [connectivity] * len(self.matrices) if isinstance(connectivity, (int, float)) else list(connectivity)
-        if len(per) != len(self.matrices):
-            raise ValueError(f"MagnitudePruning: {len(per)} connectivities for {len(self.matrices)} matrices")
+        if len(connectivities) != len(self.matrices):
+            raise ValueError(f"MagnitudePruning: {len(connectivities)} connectivities for {len(self.matrices)} matrices")
         self.target = [max(1, round(p * count_admissible(m.n_out, m.n_in, m.exclude_diagonal)))
-                       for p, m in zip(per, self.matrices)]
+                       for p, m in zip(connectivities, self.matrices)]
 
     def budget(self, i: int, epoch: int) -> int:
         """Active entries matrix i keeps after ``epoch`` (cubic ramp)."""
