@@ -83,7 +83,8 @@ def spec_to_nir(spec: NetworkSpec, *, source: str = "") -> "nir.NIRGraph":
     import nir
 
     if getattr(spec, "n_repeat", 1) != 1:
-        raise NIRExportError(f"n_repeat={spec.n_repeat}: NIR has no repeated-frame input or frame pooling")
+        raise NIRExportError(f"n_repeat={spec.n_repeat}: NIR has no repeated-frame input or frame pooling; "
+                             f"train the model with model.n_repeat=1 to export it")
     nodes = {"input": nir.Input(input_type={"input": np.array([spec.n_input])})}
     edges = []
     prev = "input"

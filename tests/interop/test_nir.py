@@ -91,6 +91,9 @@ def test_alif_refused_unless_adaptation_dropped():
     assert isinstance(graph.nodes["layer0"], nir.CubaLIF)
     with pytest.raises(NIRExportError, match="LSTM"):
         spec_to_nir(SequenceModel(ModelConfig(kind="lstm", hidden=[4]), 3, 2).to_spec())
+    repeated = SequenceModel(ModelConfig(kind="lif", hidden=[8], n_repeat=2), 3, 2).to_spec()
+    with pytest.raises(NIRExportError, match="n_repeat=2: .*train the model with model.n_repeat=1"):
+        spec_to_nir(repeated)
 
 
 def _snntorch_graph():
